@@ -1,0 +1,396 @@
+"""The specification: plain PyTorch for every piece of math r1fast's kernels compute.
+
+Semantics and option names follow TRL 1.16's ``GRPOTrainer`` (``_compute_loss`` and the advantage code of
+``_generate_and_score_completions``); ``tests/parity`` proves the two equal. Every fast path in r1fast must equal
+this module. Nothing here is tuned for speed: it is written to be read next to the papers.
+
+Shapes: B sequences, T completion positions, V vocabulary, F reward functions, G = num_generations.
+All functions work in the dtype they are given (float64 in tests); low-precision logits are upcast to float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+CLIP_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")  # PPO-style two-sided clip of the ratio
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+KL_KINDS = ("k1", "k2", "k3")
+SCALE_REWARDS = ("group", "batch", "none")
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Log-probabilities and entropy
+# --------------------------------------------------------------------------------------------------------------
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) at the sampled token.
+
+    logits: [..., V] float; index: [...] int64 in [0, V). Returns [...] in float32 (float64 for float64 logits).
+    """
+    z = logits.to(_compute_dtype(logits)) / temperature
+    return z.gather(-1, index.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature): H = logsumexp(z) - sum_v p_v z_v.
+
+    logits: [..., V] float. Returns [...] in float32 (float64 for float64 logits).
+    """
+    z = logits.to(_compute_dtype(logits)) / temperature
+    p = torch.softmax(z, dim=-1)
+    return torch.logsumexp(z, dim=-1) - (p * z).sum(-1)
+
+
+def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimator of KL(pi_theta || pi_ref) from samples of pi_theta (Schulman, "Approximating KL").
+
+    k1 = log(pi/pi_ref); k2 = (log(pi/pi_ref))^2 / 2; k3 = pi_ref/pi - log(pi_ref/pi) - 1 (unbiased, >= 0;
+    the one GRPO and TRL use). logps, ref_logps: [B, T]. Returns [B, T].
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
+    log_ratio = ref_logps - logps
+    if kind == "k1":
+        return -log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio**2
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The policy loss
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_loss_config(
+    loss_type: str,
+    importance_sampling_level: str,
+    beta: float,
+    epsilon: float,
+    epsilon_high: float | None,
+    delta: float | None,
+    ref_logps_given: bool,
+) -> None:
+    """Raise ValueError for a configuration TRL would reject or that has no meaning."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(
+            f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got {importance_sampling_level!r}"
+        )
+    if not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta}")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon}")
+    if epsilon_high is not None and not (math.isfinite(epsilon_high) and epsilon_high >= 0):
+        raise ValueError(f"epsilon_high must be a finite number >= 0 or None, got {epsilon_high}")
+    if delta is not None and not (math.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a finite number > 0 or None, got {delta}")
+    if beta != 0.0 and not ref_logps_given:
+        raise ValueError("beta != 0 needs ref_logps (the reference model's per-token log-probs)")
+
+
+def importance_log_weights(log_ratio: torch.Tensor, mask: torch.Tensor, level: str) -> torch.Tensor:
+    """log of the importance ratio pi_theta / pi_old.
+
+    token: the per-token log ratio, [B, T]. sequence (GSPO): the masked mean of the log ratio over the completion,
+    [B, 1]. log_ratio, mask: [B, T].
+    """
+    if level == "token":
+        return log_ratio
+    return ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+
+
+def per_token_policy_loss(
+    logps: torch.Tensor,
+    coef_1: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    loss_type: str,
+    epsilon_low: float,
+    epsilon_high: float,
+    delta: float | None,
+    sapo_temperature_pos: float,
+    sapo_temperature_neg: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-token surrogate loss before the KL term and aggregation.
+
+    logps: [B, T]; coef_1 = pi_theta / pi_old: [B, T] (token level) or [B, 1] (sequence level);
+    advantages: [B, 1]. Returns (per_token_loss [B, T] or [B, 1], coef_1 after the delta clamp, used by metrics).
+    """
+    if loss_type == "cispo":
+        # CISPO (MiniMax-M1): clip the ratio from above, stop its gradient, weight the log-prob by it.
+        clamped = torch.clamp(coef_1, max=epsilon_high).detach()
+        return -clamped * advantages * logps, coef_1
+    if loss_type == "sapo":
+        # SAPO: a soft sigmoid gate of the ratio in place of the hard clip; temperature by the advantage's sign.
+        tau = torch.where(advantages > 0, sapo_temperature_pos, sapo_temperature_neg)
+        return -torch.sigmoid(tau * (coef_1 - 1)) * 4 / tau * advantages, coef_1
+    # PPO clip (GRPO, DAPO's clip-higher with epsilon_high; delta = the two-sided clip of INTELLECT-2).
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+    if delta is not None:
+        coef_1 = torch.clamp(coef_1, max=delta)
+    return -torch.min(coef_1 * advantages, coef_2 * advantages), coef_1
+
+
+def aggregate_loss(
+    per_token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str,
+    max_completion_length: int | None,
+    num_items_in_batch: float | torch.Tensor | None,
+    gradient_accumulation_steps: int,
+    steps_per_generation: int,
+    num_processes: int,
+) -> torch.Tensor:
+    """Reduce the masked per-token loss [B, T] to a scalar, as each loss type's paper (and TRL) prescribes.
+
+    grpo, sapo: mean over sequences of the per-sequence token mean.  bnpo: mean over the batch's tokens.
+    dr_grpo: sum / (B * max_completion_length).  luspo: mean over sequences of the per-sequence token sum.
+    dapo, cispo: sum / (num_items_in_batch / num_processes * gradient_accumulation_steps / steps_per_generation),
+    num_items_in_batch being the completion tokens of the whole generation batch (default: this batch's).
+    All but dapo/cispo are divided by gradient_accumulation_steps.
+    """
+    masked = per_token_loss * mask
+    gas = gradient_accumulation_steps
+    if loss_type in ("grpo", "sapo"):
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / gas
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / gas
+    if loss_type == "dr_grpo":
+        length = mask.size(1) if max_completion_length is None else max_completion_length
+        return masked.sum() / (per_token_loss.size(0) * length) / gas
+    if loss_type == "luspo":
+        return masked.sum(-1).mean() / gas
+    # dapo, cispo
+    items = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=mask.dtype)
+    normalizer = items.clamp(min=1.0) / num_processes * gas / steps_per_generation
+    return masked.sum() / normalizer
+
+
+def _global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Token mean of x [B, T] under mask, or the plain mean of x [B, 1] (one value per sequence)."""
+    if x.shape[1] == 1:
+        return (x.sum() / max(x.shape[0], 1)).item()
+    return ((x * mask).sum() / mask.sum().clamp(min=1.0)).item()
+
+
+def _masked_seq_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x.squeeze(1)
+    return (x * mask).sum(-1) / mask.sum(-1)
+
+
+def _nan_extreme(x: torch.Tensor, fn) -> float:
+    x = x[~torch.isnan(x)]
+    return float("nan") if x.numel() == 0 else fn(x).item()
+
+
+def policy_loss(
+    logps: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logps: torch.Tensor | None = None,
+    ref_logps: torch.Tensor | None = None,
+    *,
+    loss_type: str = "dapo",
+    beta: float = 0.0,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    delta: float | None = None,
+    importance_sampling_level: str = "token",
+    max_completion_length: int | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+    gradient_accumulation_steps: int = 1,
+    steps_per_generation: int = 1,
+    num_processes: int = 1,
+    use_bias_correction_kl: bool = False,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO's clipped-ratio policy loss with a per-token k3 KL penalty, as TRL 1.16 computes it in training mode.
+
+    logps: [B, T] log-probs of the completion tokens under the policy (differentiable).
+    completion_mask: [B, T], 1 for completion tokens, 0 for padding (any float or int/bool dtype).
+    advantages: [B] or [B, 1] (or [B, T]); old_logps, ref_logps: [B, T] or None. old_logps None means on-policy
+    (old = logps.detach()); ref_logps is needed when beta != 0.
+    Returns (scalar loss in logps' dtype, metrics): kl (beta != 0), clip_ratio/{low,high,region}_mean,
+    clip_ratio/low_min, clip_ratio/high_max (clip loss types), cispo_clip_ratio (cispo).
+    Raises ValueError on an unknown loss_type / importance_sampling_level or a meaningless config value.
+    """
+    check_loss_config(loss_type, importance_sampling_level, beta, epsilon, epsilon_high, delta, ref_logps is not None)
+    mask = completion_mask.to(logps.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    advantages = advantages.to(logps.dtype)
+    epsilon_low = epsilon
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    if old_logps is None:
+        old_logps = logps.detach()
+
+    log_weights = importance_log_weights(logps - old_logps, mask, importance_sampling_level)
+    coef_1 = torch.exp(log_weights)
+
+    kl = None
+    if beta != 0.0:
+        kl = per_token_kl(logps, ref_logps, "k3")
+        if use_bias_correction_kl:
+            kl = kl * coef_1
+
+    per_token_loss, coef_1 = per_token_policy_loss(
+        logps,
+        coef_1,
+        advantages,
+        loss_type=loss_type,
+        epsilon_low=epsilon_low,
+        epsilon_high=epsilon_high,
+        delta=delta,
+        sapo_temperature_pos=sapo_temperature_pos,
+        sapo_temperature_neg=sapo_temperature_neg,
+    )
+    if kl is not None:
+        per_token_loss = per_token_loss + beta * kl
+
+    loss = aggregate_loss(
+        per_token_loss,
+        mask,
+        loss_type=loss_type,
+        max_completion_length=max_completion_length,
+        num_items_in_batch=num_items_in_batch,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        steps_per_generation=steps_per_generation,
+        num_processes=num_processes,
+    )
+
+    metrics: dict[str, float] = {}
+    with torch.no_grad():
+        if kl is not None:
+            metrics["kl"] = _global_masked_mean(kl, mask)
+        if loss_type in CLIP_LOSS_TYPES:
+            low = ((coef_1 < 1 - epsilon_low) & (advantages < 0)).to(mask.dtype)
+            high = ((coef_1 > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype)
+            region = torch.maximum(low, high)
+            metrics["clip_ratio/low_mean"] = _global_masked_mean(low, mask)
+            metrics["clip_ratio/high_mean"] = _global_masked_mean(high, mask)
+            metrics["clip_ratio/region_mean"] = _global_masked_mean(region, mask)
+            metrics["clip_ratio/low_min"] = _nan_extreme(_masked_seq_mean(low, mask), torch.min)
+            metrics["clip_ratio/high_max"] = _nan_extreme(_masked_seq_mean(high, mask), torch.max)
+        elif loss_type == "cispo":
+            clipped = ((coef_1 > epsilon_high) & (advantages > 0)).to(mask.dtype)
+            metrics["cispo_clip_ratio"] = _global_masked_mean(clipped, mask)
+    return loss, metrics
+
+
+def grpo_loss(
+    logits: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logps: torch.Tensor | None = None,
+    ref_logps: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    **config,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """selective_log_softmax + policy_loss, with the entropy metric.
+
+    logits: [B, T, V], row t scores completion_ids[:, t] (TRL's convention after slicing off the prompt and the
+    last position). completion_ids: [B, T] int64; completion_mask: [B, T]; the rest as in policy_loss.
+    Returns (loss, metrics) with metrics["entropy"] added: the token mean of the entropy of softmax(logits / T).
+    """
+    logps = selective_log_softmax(logits, completion_ids, temperature)
+    loss, metrics = policy_loss(logps, completion_mask, advantages, old_logps, ref_logps, **config)
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits.detach(), temperature)
+        metrics["entropy"] = _global_masked_mean(entropy, completion_mask.to(entropy.dtype))
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Group-relative advantages
+# --------------------------------------------------------------------------------------------------------------
+
+
+def nanstd(x: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Bessel-corrected standard deviation ignoring NaNs; NaN where fewer than two values are present."""
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    variance = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    count = (~torch.isnan(x)).sum(dim=dim, keepdim=True)
+    variance = variance * torch.where(count > 1, count / (count - 1), torch.full_like(variance, float("nan")))
+    std = variance.sqrt()
+    return std if keepdim else std.squeeze(dim)
+
+
+def group_advantages(
+    rewards_per_func: torch.Tensor,
+    num_generations: int,
+    *,
+    reward_weights: torch.Tensor | list[float] | None = None,
+    scale_rewards: str | bool = "group",
+    multi_objective_aggregation: str = "sum_then_normalize",
+) -> torch.Tensor:
+    """GRPO's group-relative advantages (DeepSeekMath eq. 3; TRL's options for scaling and multiple rewards).
+
+    rewards_per_func: [N, F] float, N = prompts * num_generations with each prompt's G completions adjacent;
+    NaN where a reward function returned None. reward_weights: [F] (default ones).
+    scale_rewards: "group" (divide by the group's std), "batch" (by the batch std), "none" (Dr. GRPO); True/False
+    mean "group"/"none". multi_objective_aggregation: "sum_then_normalize" (weight-sum the rewards, then normalise
+    per group) or "normalize_then_sum" (GDPO: normalise each reward per group, weight-sum, normalise over the batch).
+    A completion every reward skipped, and a group with fewer than two scored completions, gets advantage 0; a
+    zero-std group gives 0, never NaN. Returns [N] in rewards_per_func's dtype.
+    """
+    scale_rewards = {True: "group", False: "none"}.get(scale_rewards, scale_rewards)
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    if multi_objective_aggregation not in MULTI_OBJECTIVE_AGGREGATIONS:
+        raise ValueError(
+            f"multi_objective_aggregation must be one of {MULTI_OBJECTIVE_AGGREGATIONS}, got "
+            f"{multi_objective_aggregation!r}"
+        )
+    if rewards_per_func.dim() != 2:
+        raise ValueError(f"rewards_per_func must be [N, F], got shape {tuple(rewards_per_func.shape)}")
+    n, f = rewards_per_func.shape
+    if num_generations < 1 or n % num_generations != 0:
+        raise ValueError(f"num_generations={num_generations} must be >= 1 and divide the {n} completions")
+    dtype = rewards_per_func.dtype if rewards_per_func.is_floating_point() else torch.float32
+    rewards_per_func = rewards_per_func.to(dtype)
+    weights = torch.ones(f, dtype=dtype) if reward_weights is None else torch.as_tensor(reward_weights, dtype=dtype)
+    if weights.shape != (f,):
+        raise ValueError(f"reward_weights must have {f} entries, got shape {tuple(weights.shape)}")
+    weights = weights.to(rewards_per_func.device)
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    g = num_generations
+
+    if multi_objective_aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights).nansum(dim=1)
+        rewards[unscorable] = float("nan")
+        mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g)
+        if scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if n > 1 else torch.zeros_like(rewards)
+        else:
+            std = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g) if g > 1 else torch.zeros_like(rewards)
+        advantages = rewards - mean
+        if scale_rewards != "none":
+            advantages = advantages / (std + 1e-4)
+    else:
+        grouped = rewards_per_func.view(-1, g, f)
+        mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+        std_k = nanstd(grouped, dim=1, keepdim=True) if g > 1 else torch.zeros_like(mean_k)
+        rewards = (((grouped - mean_k) / (std_k + 1e-4)).view(-1, f) * weights).nansum(dim=1)
+        rewards[unscorable] = float("nan")
+        std = nanstd(rewards).expand_as(rewards) if n > 1 else torch.zeros_like(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
