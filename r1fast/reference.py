@@ -394,3 +394,54 @@ def group_advantages(
         std = nanstd(rewards).expand_as(rewards) if n > 1 else torch.zeros_like(rewards)
         advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
     return torch.nan_to_num(advantages, nan=0.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Paged attention (the sampler's KV cache)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def gather_paged_kv(cache: torch.Tensor, block_table: torch.Tensor, context_len: int) -> torch.Tensor:
+    """The first context_len cached positions of one sequence, in order.
+
+    cache: [num_blocks, block_size, H_kv, D]; block_table: [>= ceil(context_len / block_size)] int block ids.
+    Returns [context_len, H_kv, D].
+    """
+    block_size = cache.shape[1]
+    positions = torch.arange(context_len, device=cache.device)
+    blocks = block_table.long()[positions // block_size]
+    return cache[blocks, positions % block_size]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of each sequence's newest queries over its paged KV cache (GQA by head grouping).
+
+    q: [N_q, H_q, D], the queries of S sequences packed back to back; sequence s owns rows
+    query_start_loc[s]:query_start_loc[s + 1] and those are the last positions of its context_lens[s] tokens
+    (decode: one query per sequence). k_cache, v_cache: [num_blocks, block_size, H_kv, D] holding every context
+    token, the new ones included; H_q % H_kv == 0. block_tables: [S, max_blocks] int; context_lens: [S] int;
+    query_start_loc: [S + 1] int. Softmax in float32. Returns [N_q, H_q, D] in q's dtype.
+    """
+    out = torch.empty_like(q)
+    group = q.shape[1] // k_cache.shape[2]
+    for s in range(block_tables.shape[0]):
+        start, stop, n_ctx = int(query_start_loc[s]), int(query_start_loc[s + 1]), int(context_lens[s])
+        if stop == start:
+            continue
+        k = gather_paged_kv(k_cache, block_tables[s], n_ctx).float().repeat_interleave(group, dim=1)
+        v = gather_paged_kv(v_cache, block_tables[s], n_ctx).float().repeat_interleave(group, dim=1)
+        qs = q[start:stop].float()
+        scores = torch.einsum("qhd,khd->hqk", qs, k) * scale
+        q_pos = torch.arange(n_ctx - (stop - start), n_ctx, device=q.device)
+        causal = torch.arange(n_ctx, device=q.device)[None, :] <= q_pos[:, None]
+        scores = scores.masked_fill(~causal, float("-inf"))
+        out[start:stop] = torch.einsum("hqk,khd->qhd", torch.softmax(scores, dim=-1), v).to(q.dtype)
+    return out
