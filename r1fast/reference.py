@@ -179,6 +179,56 @@ def aggregate_loss(
     return masked.sum() / normalizer
 
 
+def per_token_objective(
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    *,
+    loss_type: str,
+    beta: float,
+    epsilon_low: float,
+    epsilon_high: float,
+    delta: float | None,
+    importance_sampling_level: str,
+    use_bias_correction_kl: bool,
+    sapo_temperature_pos: float,
+    sapo_temperature_neg: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The per-token loss of policy_loss before aggregation: surrogate + beta * k3 KL.
+
+    logps, mask, old_logps, ref_logps: [B, T] in logps' dtype (old_logps None = on-policy); advantages: [B, 1] or
+    [B, T]. Returns (per_token_loss [B, T] (or [B, 1] at sequence level with beta == 0), coef_1 after the delta
+    clamp, kl [B, T] or None). At token level each token's loss depends on that token's logp only.
+    """
+    if old_logps is None:
+        old_logps = logps.detach()
+    log_weights = importance_log_weights(logps - old_logps, mask, importance_sampling_level)
+    coef_1 = torch.exp(log_weights)
+
+    kl = None
+    if beta != 0.0:
+        kl = per_token_kl(logps, ref_logps, "k3")
+        if use_bias_correction_kl:
+            kl = kl * coef_1
+
+    per_token_loss, coef_1 = per_token_policy_loss(
+        logps,
+        coef_1,
+        advantages,
+        loss_type=loss_type,
+        epsilon_low=epsilon_low,
+        epsilon_high=epsilon_high,
+        delta=delta,
+        sapo_temperature_pos=sapo_temperature_pos,
+        sapo_temperature_neg=sapo_temperature_neg,
+    )
+    if kl is not None:
+        per_token_loss = per_token_loss + beta * kl
+    return per_token_loss, coef_1, kl
+
+
 def _global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     """Token mean of x [B, T] under mask, or the plain mean of x [B, 1] (one value per sequence)."""
     if x.shape[1] == 1:
@@ -236,31 +286,23 @@ def policy_loss(
     advantages = advantages.to(logps.dtype)
     epsilon_low = epsilon
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
-    if old_logps is None:
-        old_logps = logps.detach()
 
-    log_weights = importance_log_weights(logps - old_logps, mask, importance_sampling_level)
-    coef_1 = torch.exp(log_weights)
-
-    kl = None
-    if beta != 0.0:
-        kl = per_token_kl(logps, ref_logps, "k3")
-        if use_bias_correction_kl:
-            kl = kl * coef_1
-
-    per_token_loss, coef_1 = per_token_policy_loss(
+    per_token_loss, coef_1, kl = per_token_objective(
         logps,
-        coef_1,
+        mask,
         advantages,
+        old_logps,
+        ref_logps,
         loss_type=loss_type,
+        beta=beta,
         epsilon_low=epsilon_low,
         epsilon_high=epsilon_high,
         delta=delta,
+        importance_sampling_level=importance_sampling_level,
+        use_bias_correction_kl=use_bias_correction_kl,
         sapo_temperature_pos=sapo_temperature_pos,
         sapo_temperature_neg=sapo_temperature_neg,
     )
-    if kl is not None:
-        per_token_loss = per_token_loss + beta * kl
 
     loss = aggregate_loss(
         per_token_loss,
