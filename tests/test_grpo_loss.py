@@ -156,8 +156,8 @@ def test_grpo_loss_inplace_backward_writes_the_gradient_into_the_logits(seed):
 def test_grpo_loss_padding_rows_get_exact_zero_gradient(seed):
     b, t, v = 3, 4, 80
     logits = torch.randn(b, t, v, requires_grad=True)
-    ids, mask, adv, old, _ = loss_inputs(b, t, v, 1.0)
-    loss, _ = r1fast.grpo_loss(logits, ids, mask, adv, old, backend="triton", loss_type="grpo")
+    ids, mask, adv, _, _ = loss_inputs(b, t, v, 1.0)
+    loss, _ = r1fast.grpo_loss(logits, ids, mask, adv, backend="triton", loss_type="grpo")  # on-policy: no clip
     loss.backward()
     assert (logits.grad[mask == 0] == 0).all()
     assert (logits.grad[mask == 1].abs().sum(-1) > 0).all()
