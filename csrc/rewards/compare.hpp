@@ -1,0 +1,33 @@
+// Answer comparison: the structure of an answer (number, tuple, interval, set, union, multiple-choice letter,
+// text) and the accuracy reward built on extract + normalize + latex.
+//
+// Rules (gold vs predicted):
+// - numbers: exact (rationals, surds, pi multiples); with a decimal literal on either side also within rel_tol;
+//   a percentage p% equals p and p/100;
+// - equations compare their right-hand side (x = 5 equals 5), as do `\in` memberships;
+// - (a, b, ...) tuples and [a, b] intervals compare in order and with the same brackets, so (1,2) != [1,2];
+// - \{...\} sets, bare comma lists (1, 2) and \cup unions compare as multisets (order free);
+// - a single capital letter (C), \text{C}, {C} is a multiple-choice answer: equal letters only;
+// - anything else compares as canonical text (normalised, spaces removed).
+#pragma once
+
+#include <string_view>
+
+namespace r1fast::rewards {
+
+struct AccuracyOptions {
+  double rel_tol = 1e-6;  // relative tolerance when a decimal literal meets another number
+};
+
+enum class Verdict : int { kWrong = 0, kCorrect = 1, kNoGold = -1 };
+
+// Whether the answer string `predicted` (already extracted) equals `gold` (already extracted).
+bool answers_equal(std::string_view gold, std::string_view predicted, const AccuracyOptions& options) noexcept;
+
+// The answer extracted from `gold` (or all of it, if it has no marker), empty when it cannot be parsed.
+std::string_view gold_answer(std::string_view gold) noexcept;
+
+// The accuracy reward of one completion: kNoGold when the gold answer is empty or too long to parse.
+Verdict accuracy(std::string_view completion, std::string_view gold, const AccuracyOptions& options) noexcept;
+
+}  // namespace r1fast::rewards
