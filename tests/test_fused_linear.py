@@ -1,0 +1,218 @@
+"""r1fast.fused_linear_grpo_loss / fused_linear_logprobs against the float64 reference on materialised logits.
+
+CPU: the chunk passes are the Triton kernels under TRITON_INTERPRET=1, the matmuls plain torch; `gpu` tests run the
+real thing at V = 151,936.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_grpo_loss import (
+    LEVELS,
+    LOSS_TYPES,
+    QWEN_VOCAB,
+    TOL_LOW_PRECISION_OPERANDS,
+    assert_metrics_close,
+    configs,
+    loss_inputs,
+    rel_err,
+)
+
+import r1fast
+from r1fast import reference
+
+
+def linear_inputs(b: int, t: int, h: int, v: int, dtype: torch.dtype, device: str = "cpu", bias: bool = True):
+    hidden = torch.randn(b, t, h, device=device).to(dtype).requires_grad_()
+    weight = (torch.randn(v, h, device=device) * (3 / h**0.5)).to(dtype).requires_grad_()
+    b_ = (torch.randn(v, device=device) * 0.5).to(dtype).requires_grad_() if bias else None
+    return hidden, weight, b_
+
+
+def exact_copies(*xs):
+    return [None if x is None else x.detach().double().requires_grad_() for x in xs]
+
+
+def reference_fused(hidden, weight, bias, *args, **cfg):
+    logits = hidden @ weight.t() if bias is None else hidden @ weight.t() + bias
+    return reference.grpo_loss(logits, *args, **cfg)
+
+
+def check_fused(cfg: dict, dtype: torch.dtype, b: int, t: int, h: int, v: int, chunk_size: int | None, bias=True):
+    hidden, weight, b_ = linear_inputs(b, t, h, v, dtype, bias=bias)
+    e_hidden, e_weight, e_bias = exact_copies(hidden, weight, b_)
+    with torch.no_grad():
+        logits = e_hidden @ e_weight.t() + (0 if e_bias is None else e_bias)
+    ids, mask, adv, old, ref = loss_inputs(b, t, v, cfg["temperature"], logits)
+    ref_logps = ref if cfg["beta"] else None
+
+    want, want_metrics = reference_fused(e_hidden, e_weight, e_bias, ids, mask, adv, old, ref_logps, **cfg)
+    want.backward()
+    got, metrics = r1fast.fused_linear_grpo_loss(
+        hidden, weight, ids, mask, adv, old, ref_logps, bias=b_, backend="triton", chunk_size=chunk_size, **cfg
+    )
+    got.backward()
+
+    tol_loss, tol_grad = TOL_LOW_PRECISION_OPERANDS[dtype]
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=tol_loss, abs=tol_loss)
+    if dtype == torch.float32:
+        assert_metrics_close(metrics, want_metrics, 1e-5)
+    else:  # a bf16-rounded logit can move a ratio across a clip edge; the continuous metrics must still agree
+        assert metrics.keys() == want_metrics.keys()
+        assert metrics["entropy"] == pytest.approx(want_metrics["entropy"], rel=tol_loss, abs=tol_loss)
+    for x, e in ((hidden, e_hidden), (weight, e_weight), (b_, e_bias)):
+        if x is None:
+            continue
+        assert x.grad.dtype == dtype
+        assert rel_err(x.grad, e.grad) <= tol_grad
+
+
+@pytest.mark.parametrize("cfg", list(configs()))
+def test_fused_linear_matches_reference_fp32(cfg, seed):
+    check_fused(cfg, torch.float32, b=3, t=5, h=24, v=131, chunk_size=4)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("level", LEVELS)
+def test_fused_linear_matches_reference_bf16(loss_type, level, seed):
+    cfg = dict(loss_type=loss_type, importance_sampling_level=level, beta=0.04, temperature=0.9)
+    check_fused(cfg, torch.bfloat16, b=3, t=4, h=32, v=67, chunk_size=5)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fused_linear_fp16_no_bias_default_chunk(level, seed):
+    cfg = dict(loss_type="dapo", importance_sampling_level=level, beta=0.0, temperature=1.0)
+    check_fused(cfg, torch.float16, b=2, t=3, h=16, v=100, chunk_size=None, bias=False)
+
+
+def test_fused_linear_single_token(seed):
+    cfg = dict(loss_type="grpo", importance_sampling_level="sequence", beta=0.04, temperature=1.0)
+    check_fused(cfg, torch.float32, b=1, t=1, h=16, v=67, chunk_size=None)
+
+
+def test_fused_linear_without_grad_is_the_same_loss(seed):
+    hidden, weight, bias = linear_inputs(2, 4, 16, 90, torch.float32)
+    ids, mask, adv, old, ref = loss_inputs(2, 4, 90, 1.0)
+    args = (hidden, weight, ids, mask, adv, old, ref)
+    kw = dict(bias=bias, backend="triton", chunk_size=3, beta=0.1, importance_sampling_level="sequence")
+    with_grad, metrics = r1fast.fused_linear_grpo_loss(*args, **kw)
+    with torch.no_grad():
+        no_grad, no_grad_metrics = r1fast.fused_linear_grpo_loss(*args, **kw)
+    assert not no_grad.requires_grad
+    assert no_grad.item() == with_grad.item() and no_grad_metrics == metrics
+
+
+def test_fused_linear_frozen_head_only_grads_hidden(seed):
+    hidden, weight, _ = linear_inputs(2, 3, 16, 70, torch.float32)
+    weight.requires_grad_(False)
+    ids, mask, adv, old, _ = loss_inputs(2, 3, 70, 1.0)
+    loss, _ = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, backend="triton")
+    loss.backward()
+    assert weight.grad is None and hidden.grad is not None
+    e_hidden, e_weight = exact_copies(hidden, weight)
+    want, _ = reference_fused(e_hidden, e_weight, None, ids, mask, adv, old)
+    want.backward()
+    assert rel_err(hidden.grad, e_hidden.grad) <= 2e-5
+
+
+def test_fused_linear_tied_embeddings_accumulate_both_gradients(seed):
+    v, h, b, t = 80, 16, 2, 4
+    table = (torch.randn(v, h) * 0.5).requires_grad_()  # embedding and LM head share it
+    prompt = torch.randint(0, v, (b, t))
+    ids, mask, adv, old, _ = loss_inputs(b, t, v, 1.0)
+    kw = dict(loss_type="luspo", temperature=0.8)
+
+    hidden = torch.tanh(table[prompt] * 2.0)
+    loss, _ = r1fast.fused_linear_grpo_loss(hidden, table, ids, mask, adv, old, backend="triton", chunk_size=3, **kw)
+    (loss * 3.0).backward()  # a non-unit incoming gradient is applied to every saved gradient
+
+    exact = table.detach().double().requires_grad_()
+    want, _ = reference_fused(torch.tanh(exact[prompt] * 2.0), exact, None, ids, mask, adv, old, **kw)
+    (want * 3.0).backward()
+    assert rel_err(table.grad, exact.grad) <= 2e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_fused_linear_logprobs_match_reference(dtype, backend, seed):
+    hidden, weight, bias = linear_inputs(2, 7, 24, 150, dtype)
+    index = torch.randint(0, 150, (2, 7))
+    logp, entropy = r1fast.fused_linear_logprobs(
+        hidden, weight, index, bias=bias, temperature=0.7, return_entropy=True, backend=backend, chunk_size=4
+    )
+    e_hidden, e_weight, e_bias = exact_copies(hidden, weight, bias)
+    logits = (e_hidden @ e_weight.t() + e_bias).detach()
+    want_logp = reference.selective_log_softmax(logits, index, 0.7)
+    want_entropy = reference.entropy_from_logits(logits, 0.7)
+    assert logp.dtype == entropy.dtype == torch.float32 and logp.shape == entropy.shape == (2, 7)
+    assert not logp.requires_grad
+    tol = TOL_LOW_PRECISION_OPERANDS[dtype][0]  # bf16: the matmul rounds the logits
+    assert rel_err(logp, want_logp) <= tol
+    assert rel_err(entropy, want_entropy) <= tol
+    only = r1fast.fused_linear_logprobs(hidden, weight, index, bias=bias, temperature=0.7, backend=backend)
+    torch.testing.assert_close(only, logp)
+
+
+def test_fused_linear_rejects_bad_input():
+    hidden, weight, bias = linear_inputs(2, 3, 16, 40, torch.float32)
+    ids, mask, adv, old, _ = loss_inputs(2, 3, 40, 1.0)
+    call = lambda h=hidden, w=weight, b=bias, i=ids, **kw: r1fast.fused_linear_grpo_loss(
+        h, w, i, mask, adv, old, bias=b, backend="triton", **kw
+    )
+    with pytest.raises(ValueError, match=r"weight must be \[V, H=16\]"):
+        call(w=weight[:, :8])
+    with pytest.raises(TypeError, match="weight dtype"):
+        call(w=weight.detach().bfloat16())
+    with pytest.raises(ValueError, match="bias must be"):
+        call(b=bias[:-1])
+    with pytest.raises(ValueError, match=r"hidden must be \[B, T, H\]"):
+        call(h=hidden[0])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        call(i=torch.full_like(ids, 40))
+    with pytest.raises(TypeError, match="floating-point"):
+        call(h=hidden.long())
+    with pytest.raises(ValueError, match="chunk_size"):
+        call(chunk_size=0)
+    with pytest.raises(ValueError, match="loss_type"):
+        call(loss_type="ppo")
+    with pytest.raises(ValueError, match="index must have shape"):
+        r1fast.fused_linear_logprobs(hidden, weight, ids[:, :2])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# GPU: real sizes and dtypes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "cispo", "sapo"])
+@pytest.mark.parametrize("level", LEVELS)
+def test_fused_linear_matches_reference_on_gpu_bf16(loss_type, level, seed):
+    b, t, h, v = 4, 256, 896, QWEN_VOCAB
+    hidden, weight, _ = linear_inputs(b, t, h, v, torch.bfloat16, device="cuda", bias=False)
+    cfg = dict(loss_type=loss_type, importance_sampling_level=level, beta=0.04, temperature=0.9)
+    e_hidden, e_weight = (x.detach().float().requires_grad_() for x in (hidden, weight))
+    with torch.no_grad():
+        logits = (hidden @ weight.t()).float()
+    ids, mask, adv, old, ref = (x.cuda() for x in loss_inputs(b, t, v, 0.9, logits.cpu()))
+    want, want_metrics = reference.grpo_loss(e_hidden @ e_weight.t(), ids, mask, adv, old, ref, **cfg)
+    want.backward()
+    got, metrics = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, ref, chunk_size=1024, **cfg)
+    got.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-2, abs=1e-3)
+    assert metrics["entropy"] == pytest.approx(want_metrics["entropy"], rel=1e-2)
+    assert rel_err(hidden.grad, e_hidden.grad) <= 1e-2
+    assert rel_err(weight.grad, e_weight.grad) <= 1e-2
+
+
+@pytest.mark.gpu
+def test_fused_linear_logprobs_on_gpu_bf16(seed):
+    n, h, v = 4096, 1536, QWEN_VOCAB
+    hidden, weight, _ = linear_inputs(1, n, h, v, torch.bfloat16, device="cuda", bias=False)
+    index = torch.randint(0, v, (1, n), device="cuda")
+    logp, entropy = r1fast.fused_linear_logprobs(hidden, weight, index, return_entropy=True)
+    logits = (hidden @ weight.t()).detach()
+    assert rel_err(logp, reference.selective_log_softmax(logits, index)) <= 1e-5
+    assert rel_err(entropy, reference.entropy_from_logits(logits)) <= 1e-5
