@@ -74,8 +74,9 @@ def _row_stats_kernel(
         valid = start + cols < V
         z = tl.load(base + start + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temperature
         m_new = tl.maximum(m, tl.max(z, axis=0))
-        scale = tl.exp(m - m_new)
-        e = tl.exp(z - m_new)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row starting with -inf logits stays NaN-free
+        scale = tl.exp(m - m_ref)
+        e = tl.exp(z - m_ref)
         s = s * scale + tl.sum(e, axis=0)
         if WITH_ENTROPY:
             w = w * scale + tl.sum(e * tl.where(valid, z, 0.0), axis=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -295,17 +296,22 @@ def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
 
 
+_MIXED_ADDMM_OK = True
+
+
 def _accumulate_dweight(grad_w: torch.Tensor, dlogits: torch.Tensor, h: torch.Tensor) -> None:
     """grad_w (float32) += dlogits^T @ h without rounding the chunk's product to dlogits' dtype."""
     if dlogits.dtype == grad_w.dtype:
         grad_w.addmm_(dlogits.t(), h)
         return
-    if dlogits.is_cuda:
+    global _MIXED_ADDMM_OK
+    if dlogits.is_cuda and _MIXED_ADDMM_OK:
         try:  # cuBLAS bf16/fp16 operands, float32 output and accumulator
             torch.addmm(grad_w, dlogits.t(), h, out_dtype=torch.float32, out=grad_w)
             return
-        except (RuntimeError, TypeError, NotImplementedError):
-            pass
+        except (RuntimeError, TypeError, NotImplementedError) as err:
+            _MIXED_ADDMM_OK = False
+            warnings.warn(f"addmm with out_dtype=float32 unavailable ({err}); upcasting dW operands", stacklevel=2)
     grad_w.addmm_(dlogits.t().float(), h.float())
 
 
@@ -377,7 +383,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp)
-        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if want_b else None
 
