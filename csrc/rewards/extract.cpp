@@ -42,7 +42,8 @@ std::string_view clean_answer(std::string_view s) noexcept {
     s = trim(s);
     while (!s.empty() && (s.back() == '.' || s.back() == ':' || s.back() == ';')) s.remove_suffix(1);
     s = trim(s);
-    if (s.size() >= 4 && s.substr(0, 2) == "**" && s.substr(s.size() - 2) == "**") s = s.substr(2, s.size() - 4);
+    if (s.substr(0, 2) == "**") s.remove_prefix(2);  // markdown bold, also "**Answer:** 17"
+    if (s.size() >= 2 && s.substr(s.size() - 2) == "**") s.remove_suffix(2);
     if (s.size() >= 2 && s.front() == '$' && s.back() == '$') {
       s = s.substr(1, s.size() - 2);
       if (s.size() >= 2 && s.front() == '$' && s.back() == '$') s = s.substr(1, s.size() - 2);

@@ -268,6 +268,22 @@ double language_consistency(std::string_view text, Language language, bool think
     };
     std::size_t i = 0;
     while (i < text.size()) {
+      if (text[i] == '<') {
+        // The R1 template's tags are markup, not words.
+        bool tag = false;
+        for (std::string_view t : {"<think>", "</think>", "<answer>", "</answer>"}) {
+          if (text.compare(i, t.size(), t) == 0) {
+            i += t.size();
+            tag = true;
+            break;
+          }
+        }
+        if (tag) {
+          pending_apostrophe = false;
+          finish_word();
+          continue;
+        }
+      }
       const char32_t c = decode_utf8(text, i);
       Script s = script_of(c);
       if (s == Script::kMark) {

@@ -5,7 +5,7 @@
 // maximal run of letters of one script (combining marks continue a word; an apostrophe between two letters
 // continues it, so "don't" is one word); digits, punctuation, symbols and spaces separate words. Han, Hiragana
 // and Katakana characters are one word each (CJK is counted per character). Hangul, Thai and the alphabetic
-// scripts are counted per run.
+// scripts are counted per run. The R1 tags <think>, </think>, <answer>, </answer> are not words.
 //
 // Languages. zh: Han; ja: Han, Hiragana, Katakana; ko: Hangul; ru: Cyrillic; ar: Arabic; el: Greek; he: Hebrew;
 // hi: Devanagari; th: Thai. en, es, de, fr share the Latin script and are told apart per word: a Latin word is

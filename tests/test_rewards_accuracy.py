@@ -1,0 +1,165 @@
+"""The accuracy reward: extraction, normalisation and comparison rules, table-driven."""
+
+import pytest
+
+from r1fast import rewards
+
+# (gold, predicted answer, equal?)
+EQUAL_CASES = [
+    # integers, decimals, signs
+    ("42", "42", True),
+    ("42", "43", False),
+    ("-3", "-3", True),
+    ("-3", "3", False),
+    ("3", "3.0", True),
+    ("3", "3.00", True),
+    ("0.5", ".5", True),
+    ("+7", "7", True),
+    # thousands separators
+    ("7425000", "7,425,000", True),
+    ("1000", "1 000", True),
+    ("11111", "11,\\!111", True),
+    ("7425", "7{,}425", True),
+    # fractions and mixed numbers
+    ("0.5", "\\frac{1}{2}", True),
+    ("\\frac{1}{2}", "\\dfrac{1}{2}", True),
+    ("\\frac{1}{2}", "\\tfrac12", True),
+    ("\\frac{1}{2}", "1/2", True),
+    ("\\frac{2}{4}", "\\frac{1}{2}", True),
+    ("\\frac{5}{2}", "2\\frac{1}{2}", True),
+    ("-\\frac{5}{2}", "-2\\frac{1}{2}", True),
+    ("\\frac{1}{3}", "0.333333", True),
+    ("\\frac{1}{3}", "0.33", False),
+    ("\\frac{1}{3}", "\\frac{1}{4}", False),
+    # percentages
+    ("50\\%", "0.5", True),
+    ("50\\%", "50", True),
+    ("50%", "50\\%", True),
+    ("10\\%", "0.2", False),
+    # scientific notation
+    ("1500", "1.5\\times10^3", True),
+    ("1500", "1.5 \\cdot 10^{3}", True),
+    ("1500", "1.5e3", True),
+    ("0.0015", "1.5\\times 10^{-3}", True),
+    # units, degrees, dollars
+    ("5", "5\\text{ cm}", True),
+    ("5", "5 \\mathrm{m}", True),
+    ("5", "5\\mbox{ apples}", True),
+    ("30", "30^\\circ", True),
+    ("30", "30^{\\circ}", True),
+    ("5", "\\$5", True),
+    ("5.50", "\\$5.5", True),
+    # equations
+    ("5", "x = 5", True),
+    ("x=5", "5", True),
+    ("y = 2x + 3", "y=2x+3", True),
+    ("5", "x = 6", False),
+    # powers, factorials, binomials
+    ("1024", "2^{10}", True),
+    ("1024", "2^10", True),
+    ("120", "5!", True),
+    ("10", "\\binom{5}{2}", True),
+    ("\\frac{1}{2004!}", "\\frac{1}{2006!}", False),
+    # surds and pi
+    ("2\\sqrt{3}", "\\sqrt{12}", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{\\sqrt2}{2}", True),
+    ("\\frac{3\\pi}{4}", "0.75\\pi", True),
+    ("\\frac{3\\pi}{4}", "\\frac34\\pi", True),
+    ("2\\pi", "\\pi", False),
+    ("2-\\sqrt{3}", "\\frac{1}{2+\\sqrt{3}}", True),
+    ("\\sqrt{2}", "\\sqrt{3}", False),
+    ("3", "\\sqrt{9}", True),
+    ("2", "\\sqrt[3]{8}", True),
+    # tuples, intervals, sets, lists
+    ("(1,2)", "(1, 2)", True),
+    ("(1,2)", "(2,1)", False),
+    ("(1,2)", "[1,2]", False),
+    ("[1,2)", "[1, 2)", True),
+    ("(-\\infty, 3]", "(-\\infty,3]", True),
+    ("(-\\infty, 3]", "(-\\infty,3)", False),
+    ("(-\\infty,2)\\cup(3,\\infty)", "(3,\\infty)\\cup(-\\infty,2)", True),
+    ("\\{1,2,3\\}", "\\{3,2,1\\}", True),
+    ("1, 2, 3", "3, 1, 2", True),
+    ("1, 2, 3", "1, 2", False),
+    ("(\\frac12, 3)", "(0.5, 3)", True),
+    # multiple choice
+    ("C", "(C)", True),
+    ("C", "\\text{C}", True),
+    ("C", "\\textbf{(C)}", True),
+    ("C", "D", False),
+    # text
+    ("\\text{Monday}", "Monday", True),
+    ("x^2+1", "x^2 + 1", True),
+]
+
+
+@pytest.mark.parametrize("gold,predicted,expected", EQUAL_CASES)
+def test_answers_equal_table(gold, predicted, expected):
+    assert rewards.answers_equal(gold, predicted) is expected
+
+
+EXTRACT_CASES = [
+    ("so \\boxed{1}, finally \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+    ("nested \\boxed{\\frac{a}{\\sqrt{b}}} ok", "\\frac{a}{\\sqrt{b}}"),
+    ("\\fbox{7}", "7"),
+    ("thus $\\boxed 5$", "5"),
+    ("<think>\\boxed{1}</think>\n<answer>\n42\n</answer>", "42"),
+    ("<think>x</think><answer>so it is \\boxed{3}</answer>", "3"),
+    ("Natalia sold 48 clips.\n#### 72", "72"),
+    ("The final answer is $12$.", "12"),
+    ("Therefore the answer is C.", "C"),
+    ("Answer: (B)", "(B)"),
+    ("**Answer:** 17", "17"),
+    ("nothing to see", ""),
+    ("\\boxed{unclosed", ""),
+]
+
+
+@pytest.mark.parametrize("text,answer", EXTRACT_CASES)
+def test_extract_answer_table(text, answer):
+    assert rewards.extract_answer(text) == answer
+
+
+def test_accuracy_reward_trl_signature_and_gold_columns():
+    completions = [
+        [{"role": "assistant", "content": "<think>\n...\n</think>\n<answer>\n\\boxed{\\frac{1}{2}}\n</answer>"}],
+        [{"role": "assistant", "content": "The answer is 3."}],
+        [{"role": "assistant", "content": "\\boxed{4}"}],
+    ]
+    assert rewards.accuracy_reward(None, completions, solution=["0.5", "4", "$4$"]) == [1.0, 0.0, 1.0]
+    assert rewards.accuracy_reward(None, completions, answer=["0.5", "3", "4"]) == [1.0, 1.0, 1.0]
+    # GSM8K-style gold with a worked solution ending in '#### n', MATH-style gold with \boxed
+    assert rewards.accuracy_reward(None, ["\\boxed{72}"], answer=["48 + 24 = 72\n#### 72"]) == [1.0]
+    assert rewards.accuracy_reward(None, ["\\boxed{72}"], solution=["so $\\boxed{72}$."]) == [1.0]
+
+
+def test_accuracy_none_when_gold_cannot_be_parsed():
+    out = rewards.accuracy_reward(None, ["\\boxed{1}"] * 3, solution=["", "$$", "9" * 5000])
+    assert out == [None, None, None]
+
+
+def test_accuracy_rel_tol_is_configurable():
+    assert rewards.accuracy_reward(None, ["\\boxed{3.14}"], solution=["\\pi"]) == [0.0]
+    assert rewards.accuracy_reward(None, ["\\boxed{3.14}"], solution=["\\pi"], rel_tol=1e-3) == [1.0]
+    # exact answers never use the tolerance
+    assert rewards.accuracy_reward(None, ["\\boxed{\\frac{1000001}{1000000}}"], solution=["1"], rel_tol=1e-3) == [0.0]
+
+
+def test_accuracy_rejects_bad_arguments():
+    with pytest.raises(TypeError):
+        rewards.accuracy_reward(None, ["\\boxed{1}"])
+    with pytest.raises(ValueError):
+        rewards.accuracy_reward(None, ["\\boxed{1}", "x"], solution=["1", "2", "3"])
+    with pytest.raises(ValueError):
+        rewards.accuracy_reward(None, ["\\boxed{1}"], solution=["1"], rel_tol=-1.0)
+    with pytest.raises(ValueError):
+        rewards.accuracy_reward(None, ["\\boxed{1}"], solution=["1"], threads=-2)
+
+
+def test_accuracy_deterministic_across_threads():
+    golds = [str(i) for i in range(2000)]
+    completions = [f"so \\boxed{{{i if i % 3 else i + 1}}}" for i in range(2000)]
+    one = rewards.accuracy_reward(None, completions, solution=golds, threads=1)
+    assert one == rewards.accuracy_reward(None, completions, solution=golds, threads=4)
+    assert one == [0.0 if i % 3 == 0 else 1.0 for i in range(2000)]
