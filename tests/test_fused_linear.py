@@ -216,3 +216,34 @@ def test_fused_linear_logprobs_on_gpu_bf16(seed):
     logits = (hidden @ weight.t()).detach()
     assert rel_err(logp, reference.selective_log_softmax(logits, index)) <= 1e-5
     assert rel_err(entropy, reference.entropy_from_logits(logits)) <= 1e-5
+
+
+def test_fused_linear_never_projects_more_than_a_chunk(monkeypatch, seed):
+    import r1fast.loss as loss_module
+
+    rows_seen = []
+    real_linear = loss_module._linear
+    monkeypatch.setattr(loss_module, "_linear", lambda h, w, b: rows_seen.append(h.shape[0]) or real_linear(h, w, b))
+    hidden, weight, bias = linear_inputs(3, 5, 16, 70, torch.float32)
+    ids, mask, adv, old, _ = loss_inputs(3, 5, 70, 1.0)
+    for level in LEVELS:
+        rows_seen.clear()
+        loss, _ = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, bias=bias, backend="triton",
+                                                chunk_size=4, importance_sampling_level=level)  # fmt: skip
+        loss.backward()
+        # token level: one projection per chunk (6NHV); sequence level: a second look at each chunk (8NHV)
+        assert rows_seen == [4, 4, 4, 3] * (1 if level == "token" else 2)
+    rows_seen.clear()
+    r1fast.fused_linear_logprobs(hidden, weight, ids, bias=bias, backend="triton", chunk_size=6)
+    assert rows_seen == [6, 6, 3]
+
+
+def test_grpo_loss_module_fused_path_equals_the_function(seed):
+    hidden, weight, bias = linear_inputs(2, 3, 16, 70, torch.float32)
+    ids, mask, adv, old, ref = loss_inputs(2, 3, 70, 1.0)
+    module = r1fast.GRPOLoss(backend="triton", chunk_size=2, loss_type="sapo", beta=0.02)
+    got, got_metrics = module(hidden, ids, mask, adv, old, ref, weight=weight, bias=bias)
+    want, want_metrics = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, ref, bias=bias,
+                                                       backend="triton", chunk_size=2, loss_type="sapo",
+                                                       beta=0.02)  # fmt: skip
+    assert got.item() == want.item() and got_metrics == want_metrics

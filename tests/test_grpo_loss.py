@@ -293,3 +293,11 @@ def test_selective_log_softmax_70k_tokens_exceeds_the_65535_grid_limit(seed):
     assert rel_err(out, want) <= 1e-5
     out.sum().backward()
     assert torch.isfinite(logits.grad.float()).all() and (logits.grad[-1].float().abs().sum() > 0)
+
+
+def test_selective_log_softmax_with_a_leading_block_of_masked_vocabulary(seed):
+    logits = torch.randn(2, 200)
+    logits[0, :150] = float("-inf")  # the first blocks of row 0 hold no mass at all
+    index = torch.tensor([160, 3])
+    out = r1fast.selective_log_softmax(logits, index, backend="triton")
+    torch.testing.assert_close(out, reference.selective_log_softmax(logits, index))
