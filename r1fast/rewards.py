@@ -4,8 +4,8 @@ Each reward is callable as ``f(prompts, completions, **dataset_columns) -> list[
 strings, bytes, or chat-message lists (the last message's content is scored). Batch calls release the GIL and run
 on a thread pool (``threads``; 0 = all cores); results do not depend on the thread count.
 
-Any Python string is accepted, lone surrogates included: texts are encoded to UTF-8 with ``surrogatepass`` and
-the C++ side decodes every invalid byte as U+FFFD. The work per sample is bounded in C++ (answer length, nesting
+Any Python string is accepted, lone surrogates included: the C++ side reads str objects as UTF-8 in place, encodes
+a str with lone surrogates with ``surrogatepass``, and decodes every invalid byte as U+FFFD. The work per sample is bounded in C++ (answer length, nesting
 depth, big-integer size, parse steps), so no input hangs a reward.
 
 Registry: ``names()``, ``get(name)``, ``register(name, fn)``; ``score(funcs, prompts, completions, weights,
@@ -40,15 +40,16 @@ def completion_text(completion: Any) -> str:
     return "" if completion is None else str(completion)
 
 
-def _encode(value: Any) -> bytes:
-    """UTF-8 bytes of a completion or a column value; lone surrogates pass through (decoded as U+FFFD in C++)."""
-    if isinstance(value, bytes):
+def _encode(value: Any) -> str | bytes:
+    """A completion or column value as str or bytes for r1fast._C (which reads str in place and encodes a str with
+    lone surrogates with 'surrogatepass'; invalid UTF-8 decodes as U+FFFD in C++)."""
+    if type(value) is str or isinstance(value, bytes):
         return value
-    return completion_text(value).encode("utf-8", "surrogatepass")
+    return completion_text(value)
 
 
-def _texts(completions: Sequence[Any]) -> list[bytes]:
-    return [_encode(c) for c in completions]
+def _texts(completions: Sequence[Any]) -> list[str | bytes]:
+    return [c if type(c) is str else _encode(c) for c in completions]
 
 
 def _check_threads(threads: int) -> int:
@@ -129,12 +130,16 @@ def accuracy_reward(
 
 def extract_answer(text: Any) -> str:
     """The final answer the accuracy reward reads from a completion ('' when there is none)."""
-    return _C.extract_answer(_encode(text)).decode("utf-8", "surrogatepass")
+    raw = text if isinstance(text, bytes) else completion_text(text).encode("utf-8", "surrogatepass")
+    return _C.extract_answer(raw).decode("utf-8", "replace")
 
 
 def answers_equal(gold: str, predicted: str, *, rel_tol: float = 1e-6) -> bool:
     """Whether two already-extracted answers are equal under the accuracy reward's rules."""
-    return _C.answers_equal(_encode(gold), _encode(predicted), float(rel_tol))
+    def raw(s: Any) -> bytes:
+        return s if isinstance(s, bytes) else str(s).encode("utf-8", "surrogatepass")
+
+    return _C.answers_equal(raw(gold), raw(predicted), float(rel_tol))
 
 
 # ----------------------------------------------------------------------------------------- open-r1 family
@@ -253,7 +258,7 @@ def repetition_penalty_reward(
         raise ValueError(f"max_penalty {max_penalty} should not be positive")
     if not isinstance(ngram_size, int) or not 1 <= ngram_size <= 64:
         raise ValueError(f"ngram_size must be an int in [1, 64], got {ngram_size!r}")
-    lowered = [completion_text(c).lower().encode("utf-8", "surrogatepass") for c in completions]
+    lowered = [completion_text(c).lower() for c in completions]
     return _C.repetition_penalty_batch(lowered, ngram_size, float(max_penalty), _check_threads(threads))
 
 

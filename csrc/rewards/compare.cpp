@@ -56,7 +56,7 @@ std::vector<std::string_view> split_top(std::string_view s, std::string_view sep
     const char c = s[k];
     if (opens(c)) ++depth;
     if (closes(c)) --depth;
-    if (depth != 0 || s.compare(k, sep.size(), sep) != 0) continue;
+    if (depth != 0 || c != sep[0] || s.compare(k, sep.size(), sep) != 0) continue;
     const std::size_t after = k + sep.size();
     if (sep[0] == '\\' && after < s.size() && is_letter(s[after])) continue;
     if (sep == "=" && k > 0 && (s[k - 1] == '<' || s[k - 1] == '>' || s[k - 1] == '!' || s[k - 1] == ':')) continue;

@@ -1,8 +1,6 @@
 #include "rewards/language.hpp"
 
 #include <array>
-#include <string>
-#include <unordered_set>
 
 #include "rewards/utf8.hpp"
 
@@ -123,24 +121,6 @@ char32_t latin_lower(char32_t c) noexcept {
   return c;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
 // Common words of each Latin-script language (lowercase). A word valid in two languages is on both lists.
 // (Words such as "a", "total", "solution" that are common to several languages are on none: they are neutral.)
 constexpr std::array<std::string_view, 4> kWordLists = {
@@ -172,56 +152,72 @@ constexpr std::array<std::string_view, 4> kWordLists = {
     "moitié fois puis leurs notre était sera",
 };
 
-// Lowercase non-ASCII letters each language writes (UTF-8).
-constexpr std::array<std::string_view, 4> kAlphabets = {
-    "",
-    "\xc3\xa1\xc3\xa9\xc3\xad\xc3\xb3\xc3\xba\xc3\xbc\xc3\xb1",                      // á é í ó ú ü ñ
-    "\xc3\xa4\xc3\xb6\xc3\xbc\xc3\x9f",                                              // ä ö ü ß
-    "\xc3\xa0\xc3\xa2\xc3\xa6\xc3\xa7\xc3\xa9\xc3\xa8\xc3\xaa\xc3\xab\xc3\xae\xc3\xaf"  // à â æ ç é è ê ë î ï
-    "\xc3\xb4\xc5\x93\xc3\xb9\xc3\xbb\xc3\xbc\xc3\xbf",                              // ô œ ù û ü ÿ
+// Lowercase non-ASCII letters of the target's alphabet (as code points), per Latin-script language.
+constexpr std::array<std::u32string_view, 4> kAlphabetCodePoints = {
+    U"",
+    U"\u00e1\u00e9\u00ed\u00f3\u00fa\u00fc\u00f1",
+    U"\u00e4\u00f6\u00fc\u00df",
+    U"\u00e0\u00e2\u00e6\u00e7\u00e9\u00e8\u00ea\u00eb\u00ee\u00ef\u00f4\u0153\u00f9\u00fb\u00fc\u00ff",
 };
 
-using WordSet = std::unordered_set<std::string_view>;
+std::uint64_t fnv1a(std::string_view w) noexcept {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : w) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return h;
+}
+
+// All listed words in one open-addressing table: word -> bit mask of the languages listing it.
+struct WordTable {
+  struct Slot {
+    std::string_view word;
+    std::uint8_t mask = 0;
+  };
+  static constexpr std::size_t kSlots = 2048;  // > 3x the words listed
+  std::array<Slot, kSlots> slots{};
+
+  std::uint8_t find(std::string_view w) const noexcept {
+    for (std::size_t k = fnv1a(w) % kSlots;; k = (k + 1) % kSlots) {
+      if (slots[k].mask == 0) return 0;
+      if (slots[k].word == w) return slots[k].mask;
+    }
+  }
+  void add(std::string_view w, std::uint8_t bit) noexcept {
+    for (std::size_t k = fnv1a(w) % kSlots;; k = (k + 1) % kSlots) {
+      if (slots[k].mask == 0 || slots[k].word == w) {
+        slots[k].word = w;
+        slots[k].mask = static_cast<std::uint8_t>(slots[k].mask | bit);
+        return;
+      }
+    }
+  }
+};
 
 // Built once, on first use (thread-safe static initialisation), never modified.
-const std::array<WordSet, 4>& word_sets() {
-  static const std::array<WordSet, 4> sets = [] {
-    std::array<WordSet, 4> out;
+const WordTable& word_table() noexcept {
+  static const WordTable table = [] {
+    WordTable t;
     for (std::size_t l = 0; l < kWordLists.size(); ++l) {
       std::string_view list = kWordLists[l];
       while (!list.empty()) {
         const std::size_t sp = list.find(' ');
         const std::string_view w = list.substr(0, sp);
-        if (!w.empty()) out[l].insert(w);
+        if (!w.empty()) t.add(w, static_cast<std::uint8_t>(1u << l));
         if (sp == std::string_view::npos) break;
         list.remove_prefix(sp + 1);
       }
     }
-    return out;
+    return t;
   }();
-  return sets;
+  return table;
 }
 
-bool letters_in_alphabet(std::string_view lower_word, std::string_view alphabet) noexcept {
-  std::size_t i = 0;
-  while (i < lower_word.size()) {
-    const std::size_t start = i;
-    const char32_t c = decode_utf8(lower_word, i);
-    if (c < 0x80) continue;
-    if (c >= 0x300 && c <= 0x36F) continue;  // combining marks: judged with their base letter
-    if (alphabet.find(lower_word.substr(start, i - start)) == std::string_view::npos) return false;
-  }
-  return true;
-}
-
-// Whether a Latin-script word (lowercased UTF-8) belongs to the Latin-script target language `t` (0..3).
-bool latin_word_in_target(std::string_view w, std::size_t t) {
-  const auto& sets = word_sets();
-  if (sets[t].count(w) != 0) return true;
-  for (std::size_t l = 0; l < sets.size(); ++l) {
-    if (l != t && sets[l].count(w) != 0) return false;
-  }
-  return letters_in_alphabet(w, kAlphabets[t]);
+// Whether a Latin-script word (lowercased UTF-8) belongs to the Latin-script target language `t` (0..3);
+// `foreign_letter`: the word has a letter outside the target's alphabet.
+bool latin_word_in_target(std::string_view w, std::size_t t, bool foreign_letter) noexcept {
+  const std::uint8_t mask = word_table().find(w);
+  if ((mask & (1u << t)) != 0) return true;
+  if (mask != 0) return false;
+  return !foreign_letter;
 }
 
 std::string_view think_block(std::string_view text) noexcept {
@@ -253,18 +249,45 @@ double language_consistency(std::string_view text, Language language, bool think
     std::size_t words = 0;
     std::size_t in_target = 0;
     Script current = Script::kNone;  // script of the word being read, kNone between words
-    std::string lower;                // the current Latin word, lowercased (only with latin_lists)
+    // The current Latin word, lowercased (only with latin_lists); words longer than the buffer are on no list.
+    char lower[64];
+    std::size_t lower_len = 0;
+    bool foreign_letter = false;
     bool pending_apostrophe = false;
+    const std::u32string_view alphabet = latin_lists ? kAlphabetCodePoints[target] : std::u32string_view();
+    auto push_lower = [&](char32_t c) {
+      if (c >= 0x80 && alphabet.find(c) == std::u32string_view::npos && !(c >= 0x300 && c <= 0x36F)) {
+        foreign_letter = true;
+      }
+      char buf[4];
+      std::size_t n = 0;
+      if (c < 0x80) {
+        buf[n++] = static_cast<char>(c);
+      } else if (c < 0x800) {
+        buf[n++] = static_cast<char>(0xC0 | (c >> 6));
+        buf[n++] = static_cast<char>(0x80 | (c & 0x3F));
+      } else {
+        buf[n++] = static_cast<char>(0xE0 | ((c >> 12) & 0x0F));
+        buf[n++] = static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+        buf[n++] = static_cast<char>(0x80 | (c & 0x3F));
+      }
+      for (std::size_t k = 0; k < n; ++k) {
+        if (lower_len < sizeof(lower)) lower[lower_len] = buf[k];
+        ++lower_len;
+      }
+    };
     auto finish_word = [&]() {
       if (current == Script::kNone) return;
       ++words;
       if (current == Script::kLatin && latin_lists) {
-        if (latin_word_in_target(lower, target)) ++in_target;
+        const std::string_view w = lower_len <= sizeof(lower) ? std::string_view(lower, lower_len) : std::string_view();
+        if (latin_word_in_target(w, target, foreign_letter)) ++in_target;
       } else if (in_target_script(current, language)) {
         ++in_target;
       }
       current = Script::kNone;
-      lower.clear();
+      lower_len = 0;
+      foreign_letter = false;
     };
     std::size_t i = 0;
     while (i < text.size()) {
@@ -284,12 +307,11 @@ double language_consistency(std::string_view text, Language language, bool think
           continue;
         }
       }
-      const char32_t c = decode_utf8(text, i);
+      const char32_t c = static_cast<unsigned char>(text[i]) < 0x80 ? static_cast<unsigned char>(text[i++])
+                                                                     : decode_utf8(text, i);
       Script s = script_of(c);
       if (s == Script::kMark) {
-        if (current != Script::kNone && current == Script::kLatin && latin_lists && lower.size() < 64) {
-          append_utf8(lower, c);
-        }
+        if (current == Script::kLatin && latin_lists) push_lower(c);
         continue;  // a mark continues the word (or is ignored between words)
       }
       if (c == '\'' || c == 0x2019) {
@@ -303,7 +325,7 @@ double language_consistency(std::string_view text, Language language, bool think
       if (pending_apostrophe) {
         pending_apostrophe = false;
         if (s == current) {
-          if (current == Script::kLatin && latin_lists && lower.size() < 64) lower.push_back('\'');
+          if (current == Script::kLatin && latin_lists) push_lower('\'');
         } else {
           finish_word();
         }
@@ -314,7 +336,7 @@ double language_consistency(std::string_view text, Language language, bool think
       }
       if (s != current || per_character(s)) finish_word();
       current = s;
-      if (s == Script::kLatin && latin_lists && lower.size() < 64) append_utf8(lower, latin_lower(c));
+      if (s == Script::kLatin && latin_lists) push_lower(latin_lower(c));
     }
     finish_word();
     return words == 0 ? 0.0 : static_cast<double>(in_target) / static_cast<double>(words);

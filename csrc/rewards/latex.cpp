@@ -176,13 +176,13 @@ class Parser {
 
   bool factorial(Value& v) noexcept {
     Rational r;
-    if (!v.as_rational(r) || !r.is_integer() || r.num.negative || r.num.size > 1 || r.num.limb[0] > 1000) {
+    if (!v.as_rational(r) || !r.is_integer() || r.num.negative || r.num.size > 1 || r.num.low_u64() > 1000) {
       v = Value::approximate(std::nan(""));  // overflowed or not an integer: not comparable
       v.kind = Exactness::kOverflow;
       return true;
     }
     Rational f = Rational::from_int(1);
-    for (std::uint32_t k = 2; k <= r.num.limb[0]; ++k) {
+    for (std::uint32_t k = 2; k <= r.num.low_u64(); ++k) {
       if (!budget_.charge(f.num.size + 1) ||
           !mul(f, Rational::from_int(static_cast<std::int64_t>(k)), f)) {
         v.kind = Exactness::kOverflow;
@@ -240,8 +240,10 @@ class Parser {
     if (exponent > kMaxDecimalExponent || exponent < -kMaxDecimalExponent) return overflowed(out);
     Rational r;
     r.num = digits;
-    Rational scale;
-    if (!pow(Rational::from_int(10), exponent, scale) || !mul(r, scale, r)) return overflowed(out);
+    if (exponent != 0) {
+      Rational scale;
+      if (!pow(Rational::from_int(10), exponent, scale) || !mul(r, scale, r)) return overflowed(out);
+    }
     out = Value::from_rational(r);
     out.has_decimal = dot;
     if (!dot) mixed_number(out);
@@ -390,8 +392,8 @@ class Parser {
         rk.num.negative || rn.num.size > 1 || rk.num.size > 1) {
       return bad;
     }
-    const std::uint32_t nn = rn.num.limb[0];
-    std::uint32_t kk = rk.num.limb[0];
+    const auto nn = static_cast<std::uint32_t>(rn.num.low_u64());
+    auto kk = static_cast<std::uint32_t>(rk.num.low_u64());
     if (kk > nn) return from_int(0);
     if (nn - kk < kk) kk = nn - kk;
     if (kk > 2000) return bad;

@@ -63,14 +63,18 @@ constexpr std::array<Replacement, 11> kUnicode = {{
 // Joins digit groups written with a thousands separator (',' or ' '), e.g. 7,425,000 and 1 000: a run of 1-3
 // digits not preceded by a digit, '.' or a letter, then one or more separator + exactly-3-digit groups, the
 // same separator throughout, the last group not followed by a digit. "1, 234" (a space after the comma) is a
-// list and stays.
+// list and stays, and so is any comma inside brackets: (1,234) and [879,905) are pairs.
 std::string join_thousands(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   std::size_t i = 0;
+  int brackets = 0;  // depth inside ( ) [ ] \{ \}: there a comma separates items, so only spaces group digits
   while (i < s.size()) {
     const bool starts = is_digit(s[i]) && (i == 0 || (!is_digit(s[i - 1]) && s[i - 1] != '.' && !is_letter(s[i - 1])));
     if (!starts) {
+      const char c = s[i];
+      if (c == '(' || c == '[' || (c == '{' && i > 0 && s[i - 1] == '\\')) ++brackets;
+      if ((c == ')' || c == ']' || (c == '}' && i > 0 && s[i - 1] == '\\')) && brackets > 0) --brackets;
       out.push_back(s[i++]);
       continue;
     }
@@ -80,14 +84,13 @@ std::string join_thousands(const std::string& s) {
     int groups = 0;
     char sep = 0;
     if (j - i <= 3) {
-      while (end + 3 < s.size() + 0 && (s[end] == ',' || s[end] == ' ') && (sep == 0 || s[end] == sep) &&
+      while (end + 3 < s.size() && ((s[end] == ',' && brackets == 0) || s[end] == ' ') && (sep == 0 || s[end] == sep) &&
              is_digit(s[end + 1]) && is_digit(s[end + 2]) && is_digit(s[end + 3]) &&
              (end + 4 >= s.size() || (!is_digit(s[end + 4]) && s[end + 4] != '.' && !(s[end] == ' ' && s[end + 4] == ','))) ) {
         sep = s[end];
         end += 4;
         ++groups;
       }
-      // A lone space-separated group is only a thousands group when the answer is exactly that number.
     }
     if (groups == 0) {
       out.append(s, i, j - i);

@@ -20,7 +20,7 @@ bool add_magnitude(const BigInt& a, const BigInt& b, BigInt& out, int limit) noe
   std::uint64_t carry = 0;
   for (int i = 0; i < n; ++i) {
     const auto k = static_cast<std::size_t>(i);
-    const std::uint64_t s = std::uint64_t{a.limb[k]} + b.limb[k] + carry;
+    const std::uint64_t s = std::uint64_t{i < a.size ? a.limb[k] : 0u} + (i < b.size ? b.limb[k] : 0u) + carry;
     r.limb[k] = static_cast<std::uint32_t>(s);
     carry = s >> 32;
   }
@@ -41,7 +41,7 @@ void sub_magnitude(const BigInt& a, const BigInt& b, BigInt& out) noexcept {
   std::int64_t borrow = 0;
   for (int i = 0; i < a.size; ++i) {
     const auto k = static_cast<std::size_t>(i);
-    std::int64_t d = std::int64_t{a.limb[k]} - std::int64_t{b.limb[k]} - borrow;
+    std::int64_t d = std::int64_t{a.limb[k]} - std::int64_t{i < b.size ? b.limb[k] : 0u} - borrow;
     borrow = d < 0 ? 1 : 0;
     if (d < 0) d += std::int64_t{1} << 32;
     r.limb[k] = static_cast<std::uint32_t>(d);
@@ -73,9 +73,27 @@ BigInt from_u64(std::uint64_t v) noexcept {
   BigInt r;
   r.limb[0] = static_cast<std::uint32_t>(v);
   r.limb[1] = static_cast<std::uint32_t>(v >> 32);
-  r.size = 2;
-  trim(r);
+  r.size = r.limb[1] != 0 ? 2 : (r.limb[0] != 0 ? 1 : 0);
   return r;
+}
+
+// out[0, a.size + b.size) = |a| * |b|; returns the used size. out must hold a.size + b.size limbs.
+int mul_raw(const BigInt& a, const BigInt& b, std::uint32_t* out) noexcept {
+  const int n = a.size + b.size;
+  for (int k = 0; k < n; ++k) out[k] = 0;
+  for (int i = 0; i < a.size; ++i) {
+    std::uint64_t carry = 0;
+    const std::uint64_t ai = a.limb[i];
+    for (int j = 0; j < b.size; ++j) {
+      const std::uint64_t t = ai * b.limb[j] + out[i + j] + carry;
+      out[i + j] = static_cast<std::uint32_t>(t);
+      carry = t >> 32;
+    }
+    out[i + b.size] = static_cast<std::uint32_t>(carry);
+  }
+  int size = n;
+  while (size > 0 && out[size - 1] == 0) --size;
+  return size;
 }
 
 // Reduces num/den by their gcd when both fit in 64 bits (the common case); larger values stay unreduced, which
@@ -106,7 +124,10 @@ BigInt BigInt::from_int(std::int64_t v) noexcept {
   return r;
 }
 
-std::uint64_t BigInt::low_u64() const noexcept { return (std::uint64_t{limb[1]} << 32) | limb[0]; }
+std::uint64_t BigInt::low_u64() const noexcept {
+  if (size == 0) return 0;
+  return size == 1 ? limb[0] : (std::uint64_t{limb[1]} << 32) | limb[0];
+}
 
 int BigInt::bit_length() const noexcept {
   if (size == 0) return 0;
@@ -147,27 +168,15 @@ bool mul(const BigInt& a, const BigInt& b, BigInt& out, int limit) noexcept {
     out = BigInt{};
     return true;
   }
+  if (limit > kValueLimbs) limit = kValueLimbs;
   if (a.size + b.size - 1 > limit) return false;
-  BigInt r;
-  for (int i = 0; i < a.size; ++i) {
-    std::uint64_t carry = 0;
-    const std::uint64_t ai = a.limb[static_cast<std::size_t>(i)];
-    for (int j = 0; j < b.size; ++j) {
-      const auto k = static_cast<std::size_t>(i + j);
-      const std::uint64_t t = ai * b.limb[static_cast<std::size_t>(j)] + r.limb[k] + carry;
-      r.limb[k] = static_cast<std::uint32_t>(t);
-      carry = t >> 32;
-    }
-    const int top = i + b.size;
-    if (carry != 0) {
-      if (top >= limit) return false;
-      r.limb[static_cast<std::size_t>(top)] = static_cast<std::uint32_t>(carry);
-    }
-  }
-  r.size = a.size + b.size < limit ? a.size + b.size : limit;
-  r.negative = a.negative != b.negative;
-  out = r;
-  trim(out);
+  std::uint32_t wide[2 * kValueLimbs];
+  const int size = mul_raw(a, b, wide);
+  if (size > limit) return false;
+  const bool negative = a.negative != b.negative;
+  out.size = size;
+  for (int k = 0; k < size; ++k) out.limb[k] = wide[k];
+  out.negative = negative;
   return true;
 }
 
@@ -315,11 +324,22 @@ bool pow(const Rational& base, std::int64_t exp, Rational& out) noexcept {
 }
 
 int compare(const Rational& a, const Rational& b) noexcept {
-  BigInt x;
-  BigInt y;
-  mul(a.num, b.den, x, kStorageLimbs);
-  mul(b.num, a.den, y, kStorageLimbs);
-  return compare(x, y);
+  const bool an = a.num.negative;
+  const bool bn = b.num.negative;
+  if (an != bn) return an ? -1 : 1;
+  std::uint32_t x[2 * kValueLimbs];
+  std::uint32_t y[2 * kValueLimbs];
+  const int xs = mul_raw(a.num, b.den, x);
+  const int ys = mul_raw(b.num, a.den, y);
+  int c = 0;
+  if (xs != ys) {
+    c = xs < ys ? -1 : 1;
+  } else {
+    for (int i = xs - 1; i >= 0 && c == 0; --i) {
+      if (x[i] != y[i]) c = x[i] < y[i] ? -1 : 1;
+    }
+  }
+  return an ? -c : c;
 }
 
 }  // namespace r1fast::rewards

@@ -3,27 +3,39 @@
 // instead, so no input can make the verifier spend unbounded time or memory.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <string_view>
 
 namespace r1fast::rewards {
 
-// Values are bounded by kValueLimbs; storage holds twice that so an exact cross-multiplied comparison of two
-// bounded values never overflows.
 constexpr int kValueLimbs = 32;  // 1024 bits, about 308 decimal digits
-constexpr int kStorageLimbs = 2 * kValueLimbs;
 
 struct BigInt {
-  std::array<std::uint32_t, kStorageLimbs> limb{};  // magnitude, little-endian; limb[i] == 0 for i >= size
-  int size = 0;                                     // used limbs; 0 means zero
-  bool negative = false;                            // never true for zero
+  // Magnitude, little-endian. Only limb[0, size) is meaningful (the rest is left uninitialised, and copies move
+  // only the used limbs: values are copied a lot and are usually one limb).
+  std::uint32_t limb[kValueLimbs];
+  int size = 0;           // used limbs; 0 means zero
+  bool negative = false;  // never true for zero
+
+  BigInt() noexcept {}  // NOLINT: limbs past size are deliberately not initialised
+  BigInt(const BigInt& o) noexcept : size(o.size), negative(o.negative) { copy_limbs(o); }
+  BigInt& operator=(const BigInt& o) noexcept {
+    size = o.size;
+    negative = o.negative;
+    copy_limbs(o);
+    return *this;
+  }
 
   static BigInt from_int(std::int64_t v) noexcept;
   bool is_zero() const noexcept { return size == 0; }
   bool fits_u64() const noexcept { return size <= 2; }
   std::uint64_t low_u64() const noexcept;
   int bit_length() const noexcept;
+
+ private:
+  void copy_limbs(const BigInt& o) noexcept {
+    for (int i = 0; i < o.size; ++i) limb[i] = o.limb[i];
+  }
 };
 
 // Signed comparison: -1, 0, 1.
@@ -59,7 +71,7 @@ bool mul(const Rational& a, const Rational& b, Rational& out) noexcept;
 bool div(const Rational& a, const Rational& b, Rational& out) noexcept;  // false when b is zero
 // out = base^exp for an integer exponent (negative allowed for non-zero base); false on overflow.
 bool pow(const Rational& base, std::int64_t exp, Rational& out) noexcept;
-// Exact comparison by cross-multiplication (never overflows for bounded values).
+// Exact comparison by cross-multiplication into a double-width buffer (never overflows).
 int compare(const Rational& a, const Rational& b) noexcept;
 inline bool operator==(const Rational& a, const Rational& b) noexcept { return compare(a, b) == 0; }
 

@@ -60,6 +60,8 @@ double repetition_penalty(std::string_view lowered, std::size_t ngram_size, doub
     // Intern words: equal words get equal ids, so an n-gram is a run of ids.
     std::vector<std::uint32_t> ids;
     std::unordered_map<std::string_view, std::uint32_t> intern;
+    intern.reserve(lowered.size() / 8 + 16);
+    ids.reserve(lowered.size() / 4 + 16);
     std::size_t i = 0;
     std::size_t word_start = std::string_view::npos;
     auto end_word = [&](std::size_t end) {

@@ -322,10 +322,10 @@ Value pow(const Value& base, const Value& exponent, Budget& budget) noexcept {
   Rational q;
   Rational b;
   if (exponent.is_exact() && exponent.as_rational(q) && base.as_rational(b) && q.den.size == 1 &&
-      q.den.limb[0] == 2 && q.num.size == 1) {
+      q.den.low_u64() == 2 && q.num.size == 1) {
     // b^(p/2) = sqrt(b)^p
     Value root = sqrt_rational(b, dec, budget);
-    const auto p = static_cast<std::int64_t>(q.num.limb[0]) * (q.num.negative ? -1 : 1);
+    const auto p = static_cast<std::int64_t>(q.num.low_u64()) * (q.num.negative ? -1 : 1);
     return pow(root, Value::from_rational(Rational::from_int(p)), budget);
   }
   if (!std::isfinite(approx)) return overflow();
