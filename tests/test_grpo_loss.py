@@ -43,8 +43,12 @@ def ragged_mask(b: int, t: int) -> torch.Tensor:
     return mask
 
 
-def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor | None = None):
-    """ids, mask, advantages, old_logps, ref_logps near the policy's own log-probs (so some ratios clip)."""
+def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor | None = None, margin: bool = False):
+    """ids, mask, advantages, old_logps, ref_logps near the policy's own log-probs (so some ratios clip).
+
+    margin: old_logps = logps + a per-sequence offset in {+-0.05, +-0.5}, so every importance ratio (token or
+    sequence) stays >= 0.13 in log space from the clip edges log(1 -+ 0.2), for operands rounded to bf16 upstream.
+    """
     ids = torch.randint(0, v, (b, t))
     mask = ragged_mask(b, t)
     advantages = torch.randn(b)
@@ -52,7 +56,11 @@ def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor
         base = -torch.rand(b, t, dtype=torch.float64) * 5
     else:
         base = reference.selective_log_softmax(logits.double(), ids, temperature)
-    old = (base + 0.15 * torch.randn_like(base)).float()
+    if margin:
+        offsets = torch.tensor([-0.5, -0.05, 0.05, 0.5], dtype=base.dtype)[torch.randint(0, 4, (b, 1))]
+        old = (base + offsets).float()
+    else:
+        old = (base + 0.15 * torch.randn_like(base)).float()
     ref = (base + 0.3 * torch.randn_like(base)).float()
     return ids, mask, advantages, old, ref
 
