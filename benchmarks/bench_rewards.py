@@ -45,7 +45,8 @@ def gold_and_prediction(rng: random.Random) -> tuple[str, str, bool]:
         gold, same, other = f"-{a}", f"-{a}.0", str(a)
     elif kind == 2:
         f = Fraction(a, b)
-        gold, same, other = f"\\frac{{{a}}}{{{b}}}", f"\\dfrac{{{f.numerator}}}{{{f.denominator}}}", f"\\frac{{{b}}}{{{a}}}"
+        gold, other = f"\\frac{{{a}}}{{{b}}}", f"\\frac{{{b}}}{{{a}}}"
+        same = f"\\dfrac{{{f.numerator}}}{{{f.denominator}}}"
         if f == Fraction(b, a):
             other = f"\\frac{{{a + 1}}}{{{b}}}"
     elif kind == 3:
@@ -130,7 +131,7 @@ def _strip(s: str) -> str:
 def python_regex_accuracy(completions: list[str], golds: list[str]) -> list[float]:
     """A verl-style checker: last \\boxed{}, a few regex clean-ups, string or float equality."""
     out = []
-    for c, g in zip(completions, golds):
+    for c, g in zip(completions, golds, strict=True):
         a = _last_boxed(c)
         if a is None:
             out.append(0.0)
@@ -155,7 +156,7 @@ def math_verify_accuracy(completions: list[str], golds: list[str]) -> list[float
     except ImportError:
         return None
     out = []
-    for c, g in zip(completions, golds):
+    for c, g in zip(completions, golds, strict=True):
         gp = parse(f"${g}$")
         if not gp:
             out.append(-1.0)
@@ -223,8 +224,8 @@ def main() -> None:
     }
     rows = []
     for name, fn in calls.items():
-        t1 = best_time(lambda: fn(1), args.repeats)
-        tall = best_time(lambda: fn(0), args.repeats)
+        t1 = best_time(lambda fn=fn: fn(1), args.repeats)
+        tall = best_time(lambda fn=fn: fn(0), args.repeats)
         rows.append({"reward": name, "impl": "r1fast (C++)", "samples_per_s_1_thread": n / t1,
                      f"samples_per_s_{cpus}_threads": n / tall, "scaling": t1 / tall})
 
@@ -248,8 +249,8 @@ def main() -> None:
 
     # Correctness on the synthetic workload, then agreement with Math-Verify on the labelled case set.
     ours = rewards.accuracy_reward(None, completions, solution=golds)
-    ours_right = sum((s == 1.0) == ok for s, ok in zip(ours, truth)) / n
-    py_right = sum((s == 1.0) == ok for s, ok in zip(python_regex_accuracy(completions, golds), truth)) / n
+    ours_right = sum((s == 1.0) == ok for s, ok in zip(ours, truth, strict=True)) / n
+    py_right = sum((s == 1.0) == ok for s, ok in zip(python_regex_accuracy(completions, golds), truth, strict=True)) / n
     print(f"\nsynthetic workload, share scored right: r1fast {ours_right:.4f}, pure-Python regex {py_right:.4f}")
     agreement = None
     if mv_scores is not None:
@@ -257,7 +258,7 @@ def main() -> None:
         from test_rewards_accuracy import EQUAL_CASES
 
         cases = [(g, p, ok) for g, p, ok in EQUAL_CASES]
-        cases += [(g, p, ok) for g, p, ok in zip(golds[:1000], preds[:1000], truth[:1000])]
+        cases += [(g, p, ok) for g, p, ok in zip(golds[:1000], preds[:1000], truth[:1000], strict=True)]
         mv = math_verify_accuracy([f"\\boxed{{{p}}}" for _, p, _ in cases], [g for g, _, _ in cases])
         r1 = [1.0 if rewards.answers_equal(g, p) else 0.0 for g, p, _ in cases]
         mv_right = [i for i, (_, _, ok) in enumerate(cases) if (mv[i] == 1.0) == ok]
@@ -278,10 +279,11 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     worst = []
     for name, text in ADVERSARIAL.items():
-        acc = best_time(lambda: rewards.accuracy_reward(None, [text, "\\boxed{5}"], solution=["5", text], threads=1),
+        pair = [text, "\\boxed{5}"]
+        acc = best_time(lambda pair=pair: rewards.accuracy_reward(None, pair, solution=pair[::-1], threads=1),
                         args.repeats) / 2
 
-        def every():
+        def every(text: str = text) -> None:
             rewards.format_reward(None, [text], threads=1)
             rewards.tag_count_reward(None, [text], threads=1)
             rewards.language_consistency_reward(None, [text], threads=1)

@@ -4,9 +4,9 @@ Each reward is callable as ``f(prompts, completions, **dataset_columns) -> list[
 strings, bytes, or chat-message lists (the last message's content is scored). Batch calls release the GIL and run
 on a thread pool (``threads``; 0 = all cores); results do not depend on the thread count.
 
-Any Python string is accepted, lone surrogates included: the C++ side reads str objects as UTF-8 in place, encodes
-a str with lone surrogates with ``surrogatepass``, and decodes every invalid byte as U+FFFD. The work per sample is bounded in C++ (answer length, nesting
-depth, big-integer size, parse steps), so no input hangs a reward.
+Any Python string is accepted, lone surrogates included: the C++ side reads str objects as UTF-8 in place,
+encodes a str with lone surrogates with ``surrogatepass``, and decodes every invalid byte as U+FFFD. The work per
+sample is bounded in C++ (answer length, nesting depth, big-integer size, parse steps), so no input hangs a reward.
 
 Registry: ``names()``, ``get(name)``, ``register(name, fn)``; ``score(funcs, prompts, completions, weights,
 **columns)`` runs built-in names and user Python functions side by side and returns per-function rewards and
@@ -176,7 +176,7 @@ def len_reward(
     if hi == lo:
         return [0.0] * len(texts)
     out = []
-    for length, ok in zip(lengths, correct):
+    for length, ok in zip(lengths, correct, strict=True):
         lam = 0.5 - (length - lo) / (hi - lo)
         out.append(float(lam if ok else min(0.0, lam)))
     return out
@@ -203,7 +203,7 @@ def cosine_scaled_reward(
         raise ValueError(f"max_len must be > 0, got {max_len}")
     scores = _correctness(completions, columns, rel_tol, threads)
     out = []
-    for completion, s in zip(completions, scores):
+    for completion, s in zip(completions, scores, strict=True):
         if s < 0:
             out.append(1.0)
             continue
@@ -382,6 +382,6 @@ def score(
     per_function = [[col[i] for col in columns_out] for i in range(n)]
     total: list[float | None] = []
     for row in per_function:
-        scored = [wi * v for wi, v in zip(w, row) if v is not None]
+        scored = [wi * v for wi, v in zip(w, row, strict=True) if v is not None]
         total.append(sum(scored) if scored else None)
     return per_function, total

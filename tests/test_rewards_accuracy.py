@@ -83,6 +83,8 @@ EQUAL_CASES = [
     ("1, 2, 3", "3, 1, 2", True),
     ("1, 2, 3", "1, 2", False),
     ("(\\frac12, 3)", "(0.5, 3)", True),
+    ("[879, 905)", "[879,905)", True),  # a comma inside brackets separates items, never thousands
+    ("(1, 234)", "(1,234)", True),
     # multiple choice
     ("C", "(C)", True),
     ("C", "\\text{C}", True),
@@ -91,6 +93,8 @@ EQUAL_CASES = [
     # text
     ("\\text{Monday}", "Monday", True),
     ("x^2+1", "x^2 + 1", True),
+    ("x \\leq 5", "x\\le 5", True),
+    ("x \\geq 5", "x \\le 5", False),
 ]
 
 
@@ -155,6 +159,18 @@ def test_accuracy_rejects_bad_arguments():
         rewards.accuracy_reward(None, ["\\boxed{1}"], solution=["1"], rel_tol=-1.0)
     with pytest.raises(ValueError):
         rewards.accuracy_reward(None, ["\\boxed{1}"], solution=["1"], threads=-2)
+
+
+def test_completions_may_be_bytes_chat_lists_or_none():
+    completions = [b"\\boxed{1}", [{"role": "assistant", "content": "\\boxed{1}"}], None, "\\boxed{1}"]
+    assert rewards.accuracy_reward(None, completions, solution="1") == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_non_text_items_are_rejected_by_the_extension():
+    from r1fast import _C
+
+    with pytest.raises(TypeError):
+        _C.accuracy_batch([1], ["1"])
 
 
 def test_accuracy_deterministic_across_threads():

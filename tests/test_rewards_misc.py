@@ -20,7 +20,7 @@ def open_r1_repetition(text: str, n: int, max_penalty: float) -> float:
     if text == "" or len(text.split()) < n:
         return 0.0
     words = text.lower().split()
-    grams = list(zip(*[words[i:] for i in range(n)]))
+    grams = list(zip(*[words[i:] for i in range(n)], strict=False))  # open-r1's zip truncates
     return (1 - len(set(grams)) / len(grams)) * max_penalty
 
 

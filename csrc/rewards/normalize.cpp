@@ -184,6 +184,11 @@ std::string normalize_answer(std::string_view s) {
       i = j;
       continue;
     }
+    if (one_of(name, {"leq", "leqslant", "geq", "geqslant", "ne"})) {
+      out.append(name[0] == 'l' ? "\\le " : name[0] == 'g' ? "\\ge " : "\\neq ");
+      i = j;
+      continue;
+    }
     if (one_of(name, {"text", "textrm", "textbf", "textit", "textnormal", "mathrm", "mbox", "hbox", "operatorname"})) {
       std::size_t k = j;
       while (k < s.size() && is_space(s[k])) ++k;
