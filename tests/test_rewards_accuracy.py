@@ -94,6 +94,20 @@ EQUAL_CASES = [
     ("\\text{Monday}", "Monday", True),
     ("x^2+1", "x^2 + 1", True),
     ("x \\leq 5", "x\\le 5", True),
+    # expressions in variables: equal at three fixed rational points
+    ("x^2-1", "(x-1)(x+1)", True),
+    ("a+b", "b+a", True),
+    ("2x+3", "3+2x", True),
+    ("y = 2x + 3", "y = 3 + x \\cdot 2", True),
+    ("\\frac{x}{2}", "0.5x", True),
+    ("x^2+1", "x^2-1", False),
+    ("x+y", "x+z", False),
+    ("2x", "2", False),
+    ("\\text{Monday}", "\\text{dayMon}", False),  # words are text, not products of letters
+    ("A", "a", True),  # multiple-choice letters ignore case
+    ("(1,2)", "1, 2", True),  # a tuple matches the same items written bare, in order
+    ("(1,2)", "2, 1", False),
+    ("3\\text{ cm}^2", "3", True),
     ("x \\geq 5", "x \\le 5", False),
 ]
 

@@ -1,5 +1,6 @@
 #include "rewards/compare.hpp"
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -18,9 +19,11 @@ constexpr std::size_t kMaxItems = 32;
 bool is_letter(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 struct Node {
-  enum class Kind { kNumber, kText, kOrdered, kUnordered };
+  enum class Kind { kNumber, kFunction, kText, kOrdered, kUnordered };
   Kind kind = Kind::kText;
   Value value;
+  std::array<Value, kSamplePoints> samples;  // kFunction: the expression at the sample points
+  std::uint64_t variables = 0;
   bool percent = false;
   std::string text;  // canonical text, compared when the structure does not decide
   char open = 0;
@@ -74,6 +77,22 @@ bool ends_with(std::string_view s, std::string_view p) noexcept {
 }
 
 Node parse_node(std::string_view s, int depth, Budget& budget);
+
+// Whether s has a run of 4+ letters outside a command name: a word ("Monday"), compared as text, never as the
+// product M*o*n*d*a*y.
+bool has_word(std::string_view s) noexcept {
+  int run = 0;
+  bool in_command = false;
+  for (char c : s) {
+    if (is_letter(c)) {
+      if (!in_command && ++run >= 4) return true;
+    } else {
+      run = 0;
+      in_command = c == '\\';
+    }
+  }
+  return false;
+}
 
 Node list_node(const std::vector<std::string_view>& parts, Node::Kind kind, char open, char close, int depth,
                Budget& budget) {
@@ -145,8 +164,12 @@ Node parse_node(std::string_view s, int depth, Budget& budget) {
   }
   if (parse_number(body, n.value, budget)) {
     n.kind = Node::Kind::kNumber;
-  } else {
-    n.percent = false;
+    return n;
+  }
+  n.percent = false;
+  // A single letter is a multiple-choice answer or a name, compared as text; longer letter expressions as functions.
+  if (s.size() > 1 && !has_word(s) && parse_function(s, n.samples, n.variables, budget)) {
+    n.kind = Node::Kind::kFunction;
   }
   return n;
 }
@@ -162,6 +185,14 @@ bool numbers_equal(const Node& g, const Node& a, const AccuracyOptions& options)
   const Node& other = g.percent ? a : g;
   const Value scaled = div(pct.value, Value::from_rational(Rational::from_int(100)), budget);
   return numerically_equal(scaled, other.value, options.rel_tol);
+}
+
+bool ordered_items_equal(const Node& g, const Node& a, const AccuracyOptions& options) noexcept {
+  if (g.items.size() != a.items.size()) return false;
+  for (std::size_t k = 0; k < g.items.size(); ++k) {
+    if (!nodes_equal(g.items[k], a.items[k], options)) return false;
+  }
+  return true;
 }
 
 bool unordered_equal(const Node& g, const Node& a, const AccuracyOptions& options) noexcept {
@@ -180,18 +211,34 @@ bool unordered_equal(const Node& g, const Node& a, const AccuracyOptions& option
   return true;
 }
 
+bool single_letters_equal_ignoring_case(const std::string& x, const std::string& y) noexcept {
+  if (x.size() != 1 || y.size() != 1 || !is_letter(x[0]) || !is_letter(y[0])) return false;
+  return (x[0] | 0x20) == (y[0] | 0x20);
+}
+
 bool nodes_equal(const Node& g, const Node& a, const AccuracyOptions& options) noexcept {
   if (!g.text.empty() && g.text == a.text) return true;
+  if (single_letters_equal_ignoring_case(g.text, a.text)) return true;  // multiple choice: (a) is (A)
+  // A parenthesised tuple also matches the same items written as a bare list: (1, 2) and 1, 2.
+  if (g.kind == Node::Kind::kOrdered && a.kind == Node::Kind::kUnordered && g.open == '(' && a.open == 'l') {
+    return ordered_items_equal(g, a, options);
+  }
+  if (a.kind == Node::Kind::kOrdered && g.kind == Node::Kind::kUnordered && a.open == '(' && g.open == 'l') {
+    return ordered_items_equal(g, a, options);
+  }
   if (g.kind != a.kind) return false;
   switch (g.kind) {
     case Node::Kind::kNumber:
       return numbers_equal(g, a, options);
-    case Node::Kind::kOrdered:
-      if (g.open != a.open || g.close != a.close || g.items.size() != a.items.size()) return false;
-      for (std::size_t k = 0; k < g.items.size(); ++k) {
-        if (!nodes_equal(g.items[k], a.items[k], options)) return false;
+    case Node::Kind::kFunction:
+      if (g.variables != a.variables) return false;
+      for (std::size_t k = 0; k < g.samples.size(); ++k) {
+        if (!numerically_equal(g.samples[k], a.samples[k], options.rel_tol)) return false;
       }
       return true;
+    case Node::Kind::kOrdered:
+      if (g.open != a.open || g.close != a.close) return false;
+      return ordered_items_equal(g, a, options);
     case Node::Kind::kUnordered:
       return unordered_equal(g, a, options);
     case Node::Kind::kText:

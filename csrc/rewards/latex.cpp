@@ -17,7 +17,9 @@ Value from_int(std::int64_t v) noexcept { return Value::from_rational(Rational::
 
 class Parser {
  public:
-  Parser(std::string_view s, Budget& budget) noexcept : s_(s), budget_(budget) {}
+  Parser(std::string_view s, Budget& budget, int point = -1) noexcept : s_(s), budget_(budget), point_(point) {}
+
+  std::uint64_t variables() const noexcept { return variables_; }
 
   bool parse(Value& out) noexcept {
     if (!expr(out)) return false;
@@ -31,6 +33,8 @@ class Parser {
   std::size_t pos_ = 0;
   int depth_ = 0;
   int steps_ = 0;
+  int point_;                  // -1: letters are not numbers; else the sample point letters are evaluated at
+  std::uint64_t variables_ = 0;  // bit per letter used (a-z, A-Z)
 
   struct DepthGuard {
     Parser& p;
@@ -83,6 +87,7 @@ class Parser {
   bool starts_implicit_factor() noexcept {
     const char c = peek();
     if (c == '(' || c == '{') return true;
+    if (point_ >= 0 && is_letter(c)) return true;
     if (c != '\\') return false;
     const std::string_view name = command();
     return name == "frac" || name == "sqrt" || name == "pi" || name == "binom" || name == "dbinom" || name == "sin" ||
@@ -317,6 +322,20 @@ class Parser {
       ++pos_;
       return expr(out) && eat(close);
     }
+    if (is_letter(c) && point_ >= 0) {
+      // A variable: a fixed, irregular rational per (letter, sample point), so that two expressions that agree
+      // at every point are equal as functions with overwhelming likelihood.
+      const int index = c >= 'a' ? c - 'a' : 26 + (c - 'A');
+      variables_ |= std::uint64_t{1} << index;
+      ++pos_;
+      Rational r;
+      r.num = BigInt::from_int(1009 + 37 * index + 211 * point_);
+      r.den = BigInt::from_int(97 + 13 * point_ + 3 * index);
+      Rational reduced;
+      mul(r, Rational::from_int(1), reduced);
+      out = Value::from_rational(reduced);
+      return true;
+    }
     if (c != '\\') return false;  // a variable, or something that is not a number
     const std::string_view name = command();
     pos_ += 1 + name.size();
@@ -418,6 +437,17 @@ bool parse_number(std::string_view s, Value& out, Budget& budget) noexcept {
   if (!parser.parse(v)) return false;
   out = std::move(v);
   return true;
+}
+
+bool parse_function(std::string_view s, std::array<Value, kSamplePoints>& out, std::uint64_t& variables,
+                    Budget& budget) noexcept {
+  if (s.empty()) return false;
+  for (int point = 0; point < kSamplePoints; ++point) {
+    Parser parser(s, budget, point);
+    if (!parser.parse(out[static_cast<std::size_t>(point)])) return false;
+    variables = parser.variables();
+  }
+  return variables != 0;
 }
 
 }  // namespace r1fast::rewards

@@ -195,7 +195,14 @@ std::string normalize_answer(std::string_view s) {
       if (k < s.size() && s[k] == '{') {
         const char before = last_visible(out);
         if (name != "operatorname" && (is_digit(before) || before == '}' || before == ')' || before == '%')) {
-          i = skip_group(s, k);  // a unit after a number: 5\text{ cm}
+          i = skip_group(s, k);  // a unit after a number: 5\text{ cm}, and its power: 3\text{ cm}^2
+          if (i < s.size() && s[i] == '^') {
+            if (i + 1 < s.size() && is_digit(s[i + 1])) {
+              i += 2;
+            } else if (s.compare(i + 1, 1, "{") == 0 && i + 3 < s.size() && is_digit(s[i + 2]) && s[i + 3] == '}') {
+              i += 4;
+            }
+          }
           continue;
         }
       }

@@ -16,6 +16,9 @@ bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 
 // Length of the marker that matches at s[i] (alternatives in the regex's order), 0 if none.
 std::size_t marker_at(std::string_view s, std::size_t i) noexcept {
+  const char c = s[i];
+  // Every alternative starts with one of these bytes (or is anchored at 0): reject the rest cheaply.
+  if (c != 'S' && c != '\n' && c != 'F' && c != 'N' && !(i == 0 && is_digit(c))) return 0;
   const std::string_view rest = s.substr(i);
   if (rest.substr(0, 5) == "Step ") {
     std::size_t k = 5;

@@ -73,6 +73,14 @@ TEST_CASE("structures: tuples, intervals, sets, choices") {
   CHECK(!eq("C", "D"));
 }
 
+TEST_CASE("expressions in variables compare at sample points") {
+  CHECK(eq("x^2-1", "(x-1)(x+1)"));
+  CHECK(eq("a+b", "b+a"));
+  CHECK(!eq("x^2+1", "x^2-1"));
+  CHECK(!eq("x+y", "x+z"));
+  CHECK(!eq("\\text{Monday}", "\\text{dayMon}"));
+}
+
 TEST_CASE("accuracy verdicts, including an unparseable gold") {
   const AccuracyOptions o;
   CHECK(accuracy("\\boxed{4}", "4", o) == Verdict::kCorrect);
