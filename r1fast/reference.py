@@ -174,7 +174,11 @@ def aggregate_loss(
     if loss_type == "luspo":
         return masked.sum(-1).mean() / gas
     # dapo, cispo
-    items = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=mask.dtype)
+    items = (
+        mask.sum()
+        if num_items_in_batch is None
+        else torch.as_tensor(num_items_in_batch, dtype=mask.dtype, device=mask.device)
+    )
     normalizer = items.clamp(min=1.0) / num_processes * gas / steps_per_generation
     return masked.sum() / normalizer
 

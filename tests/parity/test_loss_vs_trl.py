@@ -1,0 +1,210 @@
+"""r1fast.reference.grpo_loss against TRL 1.16's own GRPOTrainer._compute_loss (fused LM head included).
+
+Both sides run the same tiny model on the same hand-made batch (left-padded prompts, ragged completions with an
+all-masked row, old/ref log-probs far enough off-policy that clipping happens); the loss, every parameter's
+gradient and the logged metrics must agree to 1e-6 relative in float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from r1fast import reference
+
+LOSS_TYPES = reference.LOSS_TYPES
+B, P, C = 6, 5, 9
+PROMPT_LENS = [5, 3, 1, 4, 5, 2]
+COMPLETION_LENS = [9, 4, 0, 7, 1, 6]  # ragged, one all-masked row
+METRIC_KEYS = (
+    "kl",
+    "entropy",
+    "cispo_clip_ratio",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_min",
+    "clip_ratio/high_max",
+)
+
+
+def make_batch(model, seed: int, off_policy: float = 0.5) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.full((B, P), 120)  # left padding with the pad id
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    for b, n in enumerate(PROMPT_LENS):
+        prompt_ids[b, P - n :] = torch.randint(0, 120, (n,), generator=g)
+        prompt_mask[b, P - n :] = 1
+    completion_ids = torch.randint(0, 120, (B, C), generator=g)
+    completion_mask = torch.zeros(B, C, dtype=torch.long)
+    for b, n in enumerate(COMPLETION_LENS):
+        completion_mask[b, :n] = 1
+    completion_ids[completion_mask == 0] = 120
+    with torch.no_grad():
+        logps = reference.selective_log_softmax(
+            completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask), completion_ids
+        )
+    # Off-policy: per-token noise, plus on every other sequence a shift of the log ratio towards the side its
+    # advantage clips on, so token- and sequence-level ratios both leave the trust region.
+    advantages = torch.randn(B, generator=g)
+    shift = 0.6 * advantages.sign() * (torch.arange(B) % 2 == 0)
+    old = logps + off_policy * torch.randn(B, C, generator=g) - shift[:, None]
+    ref = logps + off_policy * torch.randn(B, C, generator=g)
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": torch.tensor(float(completion_mask.sum() * 2)),
+    }
+
+
+def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """The plain (unfused) forward's logits at the positions that score each completion token: [B, C, V]."""
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], 1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[:, P - 1 : -1]
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def run_both(
+    trainer,
+    batch,
+    *,
+    loss_type,
+    beta,
+    epsilon,
+    epsilon_high,
+    delta,
+    importance_sampling_level,
+    temperature,
+    gradient_accumulation_steps=1,
+    steps_per_generation=1,
+    max_completion_length=8,
+    use_bias_correction_kl=False,
+):
+    """TRL's loss/grads/metrics and the reference's on the same model and batch."""
+    model = trainer.model
+    model.train()
+    trainer.loss_type = loss_type
+    trainer.beta = beta
+    trainer.epsilon_low = epsilon
+    trainer.epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    trainer.importance_sampling_level = importance_sampling_level
+    trainer.max_completion_length = max_completion_length
+    trainer.current_gradient_accumulation_steps = gradient_accumulation_steps
+    trainer.args.delta = delta
+    trainer.args.use_bias_correction_kl = use_bias_correction_kl
+    trainer.args.steps_per_generation = steps_per_generation
+    trainer._metrics["train"].clear()
+    model.zero_grad(set_to_none=True)
+
+    trl_loss = trainer._compute_loss(model, dict(batch))
+    trl_loss.backward()
+    trl_grads = grads(model)
+    trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k in METRIC_KEYS}
+
+    logits = completion_logits(
+        model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"]
+    )
+    loss, metrics = reference.grpo_loss(
+        logits,
+        batch["completion_ids"],
+        batch["completion_mask"],
+        batch["advantages"],
+        batch["old_per_token_logps"],
+        batch["ref_per_token_logps"] if beta else None,
+        temperature=temperature,
+        loss_type=loss_type,
+        beta=beta,
+        epsilon=epsilon,
+        epsilon_high=epsilon_high,
+        delta=delta,
+        importance_sampling_level=importance_sampling_level,
+        max_completion_length=max_completion_length,
+        num_items_in_batch=batch["num_items_in_batch"],
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        steps_per_generation=steps_per_generation,
+        use_bias_correction_kl=use_bias_correction_kl,
+    )
+    loss.backward()
+    return (trl_loss.detach(), trl_grads, trl_metrics), (loss.detach(), grads(model), metrics)
+
+
+def assert_same(trl, ours, rtol=1e-6):
+    (trl_loss, trl_grads, trl_metrics), (loss, our_grads, metrics) = trl, ours
+    assert torch.isfinite(loss)
+    # The loss is a sum of signed terms of order 1: float32 rounding of that sum is ~1e-8 absolute whatever its value.
+    assert abs(loss - trl_loss) <= rtol * abs(trl_loss) + 2e-8, (loss.item(), trl_loss.item())
+    assert trl_grads.keys() == our_grads.keys() and trl_grads
+    # Relative to each parameter's gradient norm; a gradient that is zero in exact arithmetic (the key bias:
+    # softmax is invariant to it) is pure rounding, so its error is measured against the whole gradient's norm.
+    total = torch.cat([g.flatten() for g in trl_grads.values()]).norm()
+    for name, g in trl_grads.items():
+        err = (our_grads[name] - g).norm() / torch.maximum(g.norm(), 1e-3 * total)
+        assert err <= rtol, (name, err.item())
+    assert trl_metrics.keys() <= metrics.keys(), set(trl_metrics) - set(metrics)
+    for key, value in trl_metrics.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), key
+
+
+CASES = list(itertools.product(LOSS_TYPES, ("token", "sequence"), (0.0, 0.04), ("plain", "variant")))
+
+
+@pytest.mark.parametrize("loss_type,level,beta,variant", CASES)
+def test_reference_loss_and_grads_equal_trl(make_trainer, loss_type, level, beta, variant, seed):
+    # variant: temperature 0.7, DAPO clip-higher (epsilon_high) and the two-sided clip delta
+    temperature = 1.0 if variant == "plain" else 0.7
+    epsilon_high = None if variant == "plain" else (5.0 if loss_type == "cispo" else 0.28)
+    delta = None if variant == "plain" else 1.5
+    trainer = make_trainer(temperature=temperature)
+    batch = make_batch(trainer.model, seed)
+    trl, ours = run_both(
+        trainer,
+        batch,
+        loss_type=loss_type,
+        beta=beta,
+        epsilon=0.2,
+        epsilon_high=epsilon_high,
+        delta=delta,
+        importance_sampling_level=level,
+        temperature=temperature,
+    )
+    assert_same(trl, ours)
+    if loss_type in reference.CLIP_LOSS_TYPES:  # the batch is off-policy enough that clipping really happens
+        assert ours[2]["clip_ratio/region_mean"] > 0
+    if beta:
+        assert ours[2]["kl"] > 0
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_accumulation_normalisers_and_bias_corrected_kl_equal_trl(make_trainer, loss_type, seed):
+    trainer = make_trainer(temperature=0.7)
+    batch = make_batch(trainer.model, seed)
+    trl, ours = run_both(
+        trainer,
+        batch,
+        loss_type=loss_type,
+        beta=0.1,
+        epsilon=0.2,
+        epsilon_high=None,
+        delta=None,
+        importance_sampling_level="token",
+        temperature=0.7,
+        gradient_accumulation_steps=4,
+        steps_per_generation=2,
+        max_completion_length=12,
+        use_bias_correction_kl=True,
+    )
+    assert_same(trl, ours)
