@@ -82,6 +82,9 @@ EQUAL_CASES = [
     ("\\{1,2,3\\}", "\\{3,2,1\\}", True),
     ("1, 2, 3", "3, 1, 2", True),
     ("1, 2, 3", "1, 2", False),
+    ("\\{1, 2\\}", "\\{1, 2, 2\\}", True),  # sets: repeats do not count
+    ("\\{3\\}", "3", True),
+    ("\\frac{3}{4}", "3:4", True),
     ("(\\frac12, 3)", "(0.5, 3)", True),
     ("[879, 905)", "[879,905)", True),  # a comma inside brackets separates items, never thousands
     ("(1, 234)", "(1,234)", True),

@@ -157,6 +157,17 @@ Node parse_node(std::string_view s, int depth, Budget& budget) {
     const std::vector<std::string_view> sides = split_top(s, rel);
     if (sides.size() > 1 && !trim(sides.back()).empty()) return parse_node(sides.back(), depth + 1, budget);
   }
+  // A ratio a:b of two numbers is a/b.
+  const std::vector<std::string_view> ratio = split_top(s, ":");
+  if (ratio.size() == 2) {
+    Value num;
+    Value den;
+    if (parse_number(trim(ratio[0]), num, budget) && parse_number(trim(ratio[1]), den, budget)) {
+      n.kind = Node::Kind::kNumber;
+      n.value = div(num, den, budget);
+      return n;
+    }
+  }
   std::string_view body = s;
   if (!body.empty() && body.back() == '%') {
     body = trim(body.substr(0, body.size() - 1));
@@ -195,20 +206,19 @@ bool ordered_items_equal(const Node& g, const Node& a, const AccuracyOptions& op
   return true;
 }
 
-bool unordered_equal(const Node& g, const Node& a, const AccuracyOptions& options) noexcept {
-  if (g.items.size() != a.items.size()) return false;
-  std::vector<bool> used(a.items.size(), false);
-  for (const Node& gi : g.items) {
+// Every item of x equals some item of y.
+bool contained(const Node& x, const Node& y, const AccuracyOptions& options) noexcept {
+  for (const Node& xi : x.items) {
     bool found = false;
-    for (std::size_t k = 0; k < a.items.size() && !found; ++k) {
-      if (!used[k] && nodes_equal(gi, a.items[k], options)) {
-        used[k] = true;
-        found = true;
-      }
-    }
+    for (std::size_t k = 0; k < y.items.size() && !found; ++k) found = nodes_equal(xi, y.items[k], options);
     if (!found) return false;
   }
   return true;
+}
+
+// Sets, bare lists and unions compare as sets: {1, 2} = {2, 1, 2}.
+bool unordered_equal(const Node& g, const Node& a, const AccuracyOptions& options) noexcept {
+  return contained(g, a, options) && contained(a, g, options);
 }
 
 bool single_letters_equal_ignoring_case(const std::string& x, const std::string& y) noexcept {
@@ -225,6 +235,13 @@ bool nodes_equal(const Node& g, const Node& a, const AccuracyOptions& options) n
   }
   if (a.kind == Node::Kind::kOrdered && g.kind == Node::Kind::kUnordered && a.open == '(' && g.open == 'l') {
     return ordered_items_equal(g, a, options);
+  }
+  // A one-element set is its element: \{3\} = 3.
+  if (g.kind == Node::Kind::kUnordered && a.kind != Node::Kind::kUnordered && g.items.size() == 1) {
+    return nodes_equal(g.items[0], a, options);
+  }
+  if (a.kind == Node::Kind::kUnordered && g.kind != Node::Kind::kUnordered && a.items.size() == 1) {
+    return nodes_equal(g, a.items[0], options);
   }
   if (g.kind != a.kind) return false;
   switch (g.kind) {

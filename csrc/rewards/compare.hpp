@@ -6,8 +6,11 @@
 //   a percentage p% equals p and p/100;
 // - equations compare their right-hand side (x = 5 equals 5), as do `\in` memberships;
 // - (a, b, ...) tuples and [a, b] intervals compare in order and with the same brackets, so (1,2) != [1,2];
-// - \{...\} sets, bare comma lists (1, 2) and \cup unions compare as multisets (order free);
-// - a single capital letter (C), \text{C}, {C} is a multiple-choice answer: equal letters only;
+// - \{...\} sets, bare comma lists (1, 2) and \cup unions compare as sets (order and repeats free); a one-element
+//   set equals its element; a (parenthesised) tuple also equals the same items as a bare list, in order;
+// - a ratio a:b of two numbers is a/b;
+// - expressions in single-letter variables compare exactly at three fixed rational points (x^2-1 = (x-1)(x+1));
+// - a single letter (C), \text{C}, {C} is a multiple-choice answer: the same letter, in either case;
 // - anything else compares as canonical text (normalised, spaces removed).
 #pragma once
 

@@ -68,6 +68,10 @@ TEST_CASE("structures: tuples, intervals, sets, choices") {
   CHECK(eq("\\{1,2\\}", "\\{2,1\\}"));
   CHECK(eq("1,2", "2, 1"));
   CHECK(eq("(-\\infty,2)\\cup(3,\\infty)", "(3,\\infty)\\cup(-\\infty,2)"));
+  CHECK(eq("\\{1,2\\}", "\\{2,1,2\\}"));
+  CHECK(eq("\\{3\\}", "3"));
+  CHECK(eq("(3,4)", "x=3, y=4"));
+  CHECK(eq("0.75", "3:4"));
   CHECK(eq("C", "(C)"));
   CHECK(eq("C", "\\text{C}"));
   CHECK(!eq("C", "D"));
