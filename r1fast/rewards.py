@@ -114,7 +114,7 @@ def accuracy_reward(
     **columns: Any,
 ) -> list[float | None]:
     """1.0 where the completion's final answer equals the gold answer, 0.0 where not, None where the gold answer
-    cannot be parsed (empty, or longer than 2048 bytes).
+    cannot be parsed (empty, longer than 2048 bytes, or with unbalanced braces).
 
     The gold answer comes from the dataset column ``solution`` (open-r1), ``answer``, ``ground_truth`` or ``gold``
     (the first present); a gold text with a ``\\boxed{}``/``####``/``Answer:`` marker is reduced to its answer.

@@ -156,8 +156,8 @@ def test_accuracy_reward_trl_signature_and_gold_columns():
 
 
 def test_accuracy_none_when_gold_cannot_be_parsed():
-    out = rewards.accuracy_reward(None, ["\\boxed{1}"] * 3, solution=["", "$$", "9" * 5000])
-    assert out == [None, None, None]
+    out = rewards.accuracy_reward(None, ["\\boxed{1}"] * 4, solution=["", "$$", "9" * 5000, "\\frac{1}{2"])
+    assert out == [None, None, None, None]
 
 
 def test_accuracy_rel_tol_is_configurable():

@@ -268,6 +268,16 @@ bool nodes_equal(const Node& g, const Node& a, const AccuracyOptions& options) n
 
 namespace {
 
+// Unbalanced braces mean a truncated or malformed gold answer: there is nothing sound to compare against.
+bool braces_balanced(std::string_view s) noexcept {
+  long depth = 0;
+  for (char c : s) {
+    if (c == '{') ++depth;
+    if (c == '}' && --depth < 0) return false;
+  }
+  return depth == 0;
+}
+
 bool normalized_equal(const std::string& g, const std::string& p, const AccuracyOptions& options) {
   if (g.empty() || p.empty()) return false;
   Budget budget;
@@ -294,7 +304,7 @@ std::string_view gold_answer(std::string_view gold) noexcept {
 Verdict accuracy(std::string_view completion, std::string_view gold, const AccuracyOptions& options) noexcept {
   try {
     const std::string g = normalize_answer(gold_answer(gold));
-    if (g.empty()) return Verdict::kNoGold;
+    if (g.empty() || !braces_balanced(g)) return Verdict::kNoGold;
     const std::string_view p = extract_answer(completion);
     if (p.empty()) return Verdict::kWrong;
     return normalized_equal(g, normalize_answer(p), options) ? Verdict::kCorrect : Verdict::kWrong;

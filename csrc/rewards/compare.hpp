@@ -30,7 +30,8 @@ bool answers_equal(std::string_view gold, std::string_view predicted, const Accu
 // The answer extracted from `gold` (or all of it, if it has no marker), empty when it cannot be parsed.
 std::string_view gold_answer(std::string_view gold) noexcept;
 
-// The accuracy reward of one completion: kNoGold when the gold answer is empty or too long to parse.
+// The accuracy reward of one completion: kNoGold when the gold answer is empty, longer than kMaxAnswerBytes, or
+// has unbalanced braces (truncated or malformed).
 Verdict accuracy(std::string_view completion, std::string_view gold, const AccuracyOptions& options) noexcept;
 
 }  // namespace r1fast::rewards
