@@ -1,6 +1,10 @@
-"""The accuracy reward: extraction, normalisation and comparison rules, table-driven."""
+"""The accuracy reward: extraction, normalisation and comparison rules, table-driven and property-based."""
+
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from r1fast import rewards
 
@@ -196,3 +200,60 @@ def test_accuracy_deterministic_across_threads():
     one = rewards.accuracy_reward(None, completions, solution=golds, threads=1)
     assert one == rewards.accuracy_reward(None, completions, solution=golds, threads=4)
     assert one == [0.0 if i % 3 == 0 else 1.0 for i in range(2000)]
+
+
+# Random arithmetic in LaTeX against Python's exact Fraction arithmetic: checks precedence, signs, \frac, powers.
+def _latex_expr(draw, depth: int) -> tuple[str, Fraction]:
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        n = draw(st.integers(0, 60))
+        return str(n), Fraction(n)
+    op = draw(st.sampled_from(["+", "-", "\\cdot", "frac", "paren", "pow", "neg"]))
+    a, va = _latex_expr(draw, depth - 1)
+    if op == "paren":
+        return f"({a})", va
+    if op == "neg":
+        return f"-({a})", -va
+    if op == "pow":
+        k = draw(st.integers(0, 3))
+        return f"({a})^{{{k}}}", va**k
+    b, vb = _latex_expr(draw, depth - 1)
+    if op == "frac":
+        if vb == 0:
+            return f"({a})+({b})", va + vb
+        return f"\\frac{{{a}}}{{{b}}}", va / vb
+    if op == "+":
+        return f"{a}+{b}", va + vb
+    if op == "-":
+        return f"{a}-({b})", va - vb
+    return f"({a})\\cdot({b})", va * vb
+
+
+@st.composite
+def latex_arithmetic(draw) -> tuple[str, Fraction]:
+    return _latex_expr(draw, 4)
+
+
+def _as_latex(v: Fraction) -> str:
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    return f"{sign}{v.numerator}" if v.denominator == 1 else f"{sign}\\frac{{{v.numerator}}}{{{v.denominator}}}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(latex_arithmetic())
+def test_arithmetic_matches_exact_fractions(case):
+    text, value = case
+    assert rewards.answers_equal(_as_latex(value), text), (text, value)
+    assert not rewards.answers_equal(_as_latex(value + Fraction(1, 7)), text), (text, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**12), st.integers(1, 10**6))
+def test_numbers_in_any_spelling(n, d):
+    grouped = f"{n:,}"
+    assert rewards.answers_equal(str(n), grouped)
+    assert rewards.answers_equal(str(n), f"{n}.0")
+    frac = Fraction(n, d)
+    assert rewards.answers_equal(f"\\frac{{{n}}}{{{d}}}", _as_latex(frac))
+    assert rewards.answers_equal(f"\\frac{{{n}}}{{{d}}}", f"{n}/{d}")
+    assert not rewards.answers_equal(str(n), str(n + 1))
