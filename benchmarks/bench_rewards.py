@@ -147,6 +147,27 @@ def python_regex_accuracy(completions: list[str], golds: list[str]) -> list[floa
     return out
 
 
+def open_r1_python() -> dict:
+    """open-r1's pure-Python format / tag-count / reasoning-steps / repetition rewards, per completion."""
+    fmt = re.compile(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$", re.DOTALL | re.MULTILINE)
+    steps = re.compile(r"(Step \d+:|^\d+\.|\n-|\n\*|First,|Second,|Next,|Finally,)")
+    tags = ("<think>\n", "\n</think>\n", "\n<answer>\n", "\n</answer>")
+
+    def repetition(text: str, n: int = 3) -> float:
+        words = text.lower().split()
+        if len(words) < n:
+            return 0.0
+        grams = list(zip(*[words[i:] for i in range(n)], strict=False))
+        return -(1 - len(set(grams)) / len(grams))
+
+    return {
+        "format (strict)": lambda c: 1.0 if fmt.match(c) else 0.0,
+        "tag_count": lambda c: sum(0.25 for t in tags if c.count(t) == 1),
+        "reasoning_steps": lambda c: min(1.0, len(steps.findall(c)) / 3),
+        "repetition_penalty (3-gram)": repetition,
+    }
+
+
 # ----------------------------------------------------------------------------------------- Math-Verify
 
 
@@ -231,6 +252,9 @@ def main() -> None:
 
     t = best_time(lambda: python_regex_accuracy(completions, golds), max(1, args.repeats // 2))
     rows.append({"reward": "accuracy", "impl": "pure-Python regex (verl-style)", "samples_per_s_1_thread": n / t})
+    for name, fn in open_r1_python().items():
+        t = best_time(lambda fn=fn: [fn(c) for c in completions], max(1, args.repeats // 2))
+        rows.append({"reward": name, "impl": "open-r1's Python (re / str)", "samples_per_s_1_thread": n / t})
     m = min(args.math_verify_n, n)
     mv_t = time.perf_counter()
     mv_scores = math_verify_accuracy(completions[:m], golds[:m]) if m > 0 else None

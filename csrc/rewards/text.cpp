@@ -1,9 +1,8 @@
 #include "rewards/text.hpp"
 
+#include <algorithm>
 #include <cstdint>
-#include <functional>
-#include <unordered_map>
-#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "rewards/utf8.hpp"
@@ -60,46 +59,74 @@ double reasoning_steps(std::string_view text) noexcept {
 double repetition_penalty(std::string_view lowered, std::size_t ngram_size, double max_penalty) noexcept {
   if (lowered.empty() || ngram_size == 0) return 0.0;
   try {
-    // Intern words: equal words get equal ids, so an n-gram is a run of ids.
-    std::vector<std::uint32_t> ids;
-    std::unordered_map<std::string_view, std::uint32_t> intern;
-    intern.reserve(lowered.size() / 8 + 16);
-    ids.reserve(lowered.size() / 4 + 16);
-    std::size_t i = 0;
+    // Words: spans between Unicode whitespace (str.split()).
+    std::vector<std::pair<std::size_t, std::size_t>> spans;  // (start, length)
+    spans.reserve(lowered.size() / 6 + 16);
     std::size_t word_start = std::string_view::npos;
-    auto end_word = [&](std::size_t end) {
-      if (word_start == std::string_view::npos) return;
-      const auto it = intern.emplace(lowered.substr(word_start, end - word_start),
-                                     static_cast<std::uint32_t>(intern.size()));
-      ids.push_back(it.first->second);
-      word_start = std::string_view::npos;
-    };
-    while (i < lowered.size()) {
+    for (std::size_t i = 0; i < lowered.size();) {
       const std::size_t start = i;
-      const char32_t c = decode_utf8(lowered, i);
+      const auto byte = static_cast<unsigned char>(lowered[i]);
+      const char32_t c = byte < 0x80 ? (++i, byte) : decode_utf8(lowered, i);
       if (is_unicode_space(c)) {
-        end_word(start);
+        if (word_start != std::string_view::npos) spans.emplace_back(word_start, start - word_start);
+        word_start = std::string_view::npos;
       } else if (word_start == std::string_view::npos) {
         word_start = start;
       }
     }
-    end_word(lowered.size());
-    if (ids.size() < ngram_size) return 0.0;
-    const std::size_t total = ids.size() - ngram_size + 1;
-    const auto hash = [&](std::size_t start) {
+    if (word_start != std::string_view::npos) spans.emplace_back(word_start, lowered.size() - word_start);
+    if (spans.size() < ngram_size) return 0.0;
+
+    // Intern words (equal words, equal ids) in an open-addressing table, so an n-gram is a run of ids.
+    std::size_t slots = 16;
+    while (slots < 2 * spans.size()) slots *= 2;
+    std::vector<std::uint32_t> table(slots, 0);  // 1 + index of the span that first had this word; 0 = empty
+    std::vector<std::uint32_t> ids(spans.size());
+    std::uint32_t next_id = 0;
+    for (std::size_t w = 0; w < spans.size(); ++w) {
+      const std::string_view word = lowered.substr(spans[w].first, spans[w].second);
       std::uint64_t h = 1469598103934665603ULL;
-      for (std::size_t k = 0; k < ngram_size; ++k) h = (h ^ ids[start + k]) * 1099511628211ULL;
-      return static_cast<std::size_t>(h);
-    };
-    const auto equal = [&](std::size_t a, std::size_t b) {
-      for (std::size_t k = 0; k < ngram_size; ++k) {
-        if (ids[a + k] != ids[b + k]) return false;
+      for (char ch : word) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ULL;
+      for (std::size_t k = h & (slots - 1);; k = (k + 1) & (slots - 1)) {
+        if (table[k] == 0) {
+          table[k] = static_cast<std::uint32_t>(w + 1);
+          ids[w] = next_id++;
+          break;
+        }
+        const std::size_t other = table[k] - 1;
+        if (lowered.substr(spans[other].first, spans[other].second) == word) {
+          ids[w] = ids[other];
+          break;
+        }
       }
-      return true;
-    };
-    std::unordered_set<std::size_t, decltype(hash), decltype(equal)> distinct(total, hash, equal);
-    for (std::size_t s = 0; s < total; ++s) distinct.insert(s);
-    const double scaling = 1.0 - static_cast<double>(distinct.size()) / static_cast<double>(total);
+    }
+
+    // Distinct n-grams, in a second open-addressing table keyed by the n-gram's start.
+    const std::size_t total = ids.size() - ngram_size + 1;
+    slots = 16;
+    while (slots < 2 * total) slots *= 2;
+    std::fill(table.begin(), table.end(), 0);
+    table.resize(slots, 0);
+    std::size_t distinct = 0;
+    for (std::size_t start = 0; start < total; ++start) {
+      std::uint64_t h = 0x9E3779B97F4A7C15ULL;
+      for (std::size_t k = 0; k < ngram_size; ++k) h = (h ^ ids[start + k]) * 0xBF58476D1CE4E5B9ULL;
+      h ^= h >> 31;
+      for (std::size_t k = h & (slots - 1);; k = (k + 1) & (slots - 1)) {
+        if (table[k] == 0) {
+          table[k] = static_cast<std::uint32_t>(start + 1);
+          ++distinct;
+          break;
+        }
+        const std::size_t other = table[k] - 1;
+        if (std::equal(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                       ids.begin() + static_cast<std::ptrdiff_t>(start + ngram_size),
+                       ids.begin() + static_cast<std::ptrdiff_t>(other))) {
+          break;
+        }
+      }
+    }
+    const double scaling = 1.0 - static_cast<double>(distinct) / static_cast<double>(total);
     return scaling * max_penalty;
   } catch (...) {
     return 0.0;
