@@ -68,3 +68,10 @@ def test_unknown_language_raises():
         rewards.language_consistency_reward(None, ["x"], language="xx")
     with pytest.raises(ValueError):
         rewards.language_consistency_reward(None, ["x", "y"], language=["en"])
+
+
+def test_batch_is_deterministic_across_thread_counts():
+    texts = [f"<think>step {i}: the answer es la respuesta {'我们' * (i % 4)}</think>" for i in range(1500)]
+    langs = ["en", "es", "zh"] * 500
+    one = rewards.language_consistency_reward(None, texts, language=langs, threads=1)
+    assert one == rewards.language_consistency_reward(None, texts, language=langs, threads=4)
