@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "rewards/rational.hpp"
-
 namespace r1fast::rewards {
 
 namespace {
@@ -122,14 +120,9 @@ class Evaluator {
 
 }  // namespace
 
-bool evaluate_countdown(std::string_view expression, double& value, bool& is_integer_target_match,
-                        std::int64_t target) noexcept {
+bool evaluate_countdown(std::string_view expression, Rational& value) noexcept {
   Evaluator ev(expression);
-  Rational r;
-  if (!ev.run(r)) return false;
-  value = r.to_double();
-  is_integer_target_match = r == Rational::from_int(target);
-  return true;
+  return ev.run(value);
 }
 
 double countdown(std::string_view completion, const std::vector<std::int64_t>& numbers, std::int64_t target,
@@ -163,10 +156,9 @@ double countdown(std::string_view completion, const std::vector<std::int64_t>& n
   std::sort(used.begin(), used.end());
   std::sort(given.begin(), given.end());
   if (used != given) return format_score;
-  double value = 0.0;
-  bool match = false;
-  if (!evaluate_countdown(eq, value, match, target)) return format_score;
-  return match ? 1.0 : format_score;
+  Rational value;
+  if (!evaluate_countdown(eq, value)) return format_score;
+  return value == Rational::from_int(target) ? 1.0 : format_score;
 }
 
 }  // namespace r1fast::rewards

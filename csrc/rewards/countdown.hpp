@@ -13,13 +13,14 @@
 #include <string_view>
 #include <vector>
 
+#include "rewards/rational.hpp"
+
 namespace r1fast::rewards {
 
 double countdown(std::string_view completion, const std::vector<std::int64_t>& numbers, std::int64_t target,
                  double format_score) noexcept;
 
 // Evaluates a Countdown expression exactly; false when it is malformed, divides by zero or overflows.
-bool evaluate_countdown(std::string_view expression, double& value, bool& is_integer_target_match,
-                        std::int64_t target) noexcept;
+bool evaluate_countdown(std::string_view expression, Rational& value) noexcept;
 
 }  // namespace r1fast::rewards

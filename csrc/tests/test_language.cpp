@@ -31,6 +31,12 @@ TEST_CASE("countdown uses every number once and reaches the target") {
   CHECK(countdown("<answer>3 / (5 - 5)</answer>", {3, 5, 5}, 16, 0.1) == 0.1);
   CHECK(countdown("<answer>2 ** 3 + 5 + 3</answer>", {2, 3, 5, 3}, 16, 0.1) == 1.0);
   CHECK(countdown("no answer", nums, 16, 0.1) == 0.0);
+  Rational v;
+  Rational expected;
+  CHECK(evaluate_countdown("-2 ** 2 + 10 / 4", v));  // Python: -(2 ** 2) + 2.5
+  CHECK(div(Rational::from_int(-3), Rational::from_int(2), expected) && v == expected);
+  CHECK(!evaluate_countdown("1 // 2", v));
+  CHECK(!evaluate_countdown("(1 + 2", v));
 }
 
 TEST_CASE("open-r1 text rewards") {
