@@ -46,10 +46,11 @@ def make_batch(model, seed: int, off_policy: float = 0.5) -> dict[str, torch.Ten
         logps = reference.selective_log_softmax(
             completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask), completion_ids
         )
-    # Off-policy: per-token noise, plus on every other sequence a shift of the log ratio towards the side its
-    # advantage clips on, so token- and sequence-level ratios both leave the trust region.
+    # Off-policy: per-token noise, plus on the three longest sequences a shift of the log ratio towards the side
+    # its advantage clips on, so token- and sequence-level ratios both leave the trust region (a sequence's mean
+    # noise would have to cancel a 0.8 shift, a 4-sigma event, on all three for no clipping to happen).
     advantages = torch.randn(B, generator=g)
-    shift = 0.6 * advantages.sign() * (torch.arange(B) % 2 == 0)
+    shift = 0.8 * advantages.sign() * torch.tensor([1.0, 0, 0, 1, 0, 1])
     old = logps + off_policy * torch.randn(B, C, generator=g) - shift[:, None]
     ref = logps + off_policy * torch.randn(B, C, generator=g)
     return {
