@@ -46,12 +46,14 @@ def make_batch(model, seed: int, off_policy: float = 0.5) -> dict[str, torch.Ten
         logps = reference.selective_log_softmax(
             completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask), completion_ids
         )
-    # Off-policy: per-token noise, plus on the three longest sequences a shift of the log ratio towards the side
-    # its advantage clips on, so token- and sequence-level ratios both leave the trust region (a sequence's mean
-    # noise would have to cancel a 0.8 shift, a 4-sigma event, on all three for no clipping to happen).
+    # Off-policy rows 0, 3, 4: per-token noise plus (rows 0, 3) a shift of the log ratio towards the side the
+    # advantage clips on, so token- and sequence-level ratios leave the trust region (the mean noise of a row would
+    # have to cancel a 0.8 shift, a 4-sigma event). Rows 1 and 5 stay near-on-policy, so they are never clipped and
+    # the gradient is never zero.
     advantages = torch.randn(B, generator=g)
-    shift = 0.8 * advantages.sign() * torch.tensor([1.0, 0, 0, 1, 0, 1])
-    old = logps + off_policy * torch.randn(B, C, generator=g) - shift[:, None]
+    shift = 0.8 * advantages.sign() * torch.tensor([1.0, 0, 0, 1, 0, 0])
+    noise = torch.tensor([off_policy, 0.01, off_policy, off_policy, off_policy, 0.01])[:, None]
+    old = logps + noise * torch.randn(B, C, generator=g) - shift[:, None]
     ref = logps + off_policy * torch.randn(B, C, generator=g)
     return {
         "prompt_ids": prompt_ids,
@@ -140,18 +142,47 @@ def run_both(
         use_bias_correction_kl=use_bias_correction_kl,
     )
     loss.backward()
-    return (trl_loss.detach(), trl_grads, trl_metrics), (loss.detach(), grads(model), metrics)
+    # The loss's scale: the same aggregation of |per-token loss|. The loss is a sum of signed terms, so its float32
+    # rounding error is relative to this, not to the (possibly cancelling) sum.
+    mask = batch["completion_mask"].double()
+    per_token, _, _ = reference.per_token_objective(
+        reference.selective_log_softmax(logits.detach().double(), batch["completion_ids"], temperature),
+        mask,
+        batch["advantages"].double()[:, None],
+        batch["old_per_token_logps"].double(),
+        batch["ref_per_token_logps"].double(),
+        loss_type=loss_type,
+        beta=beta,
+        epsilon_low=epsilon,
+        epsilon_high=epsilon if epsilon_high is None else epsilon_high,
+        delta=delta,
+        importance_sampling_level=importance_sampling_level,
+        use_bias_correction_kl=use_bias_correction_kl,
+        sapo_temperature_pos=1.0,
+        sapo_temperature_neg=1.05,
+    )
+    scale = reference.aggregate_loss(
+        per_token.abs(),
+        mask,
+        loss_type=loss_type,
+        max_completion_length=max_completion_length,
+        num_items_in_batch=batch["num_items_in_batch"],
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        steps_per_generation=steps_per_generation,
+        num_processes=1,
+    )
+    return (trl_loss.detach(), trl_grads, trl_metrics), (loss.detach(), grads(model), metrics, scale.item())
 
 
 def assert_same(trl, ours, rtol=1e-6):
-    (trl_loss, trl_grads, trl_metrics), (loss, our_grads, metrics) = trl, ours
-    assert torch.isfinite(loss)
-    # The loss is a sum of signed terms of order 1: float32 rounding of that sum is ~1e-8 absolute whatever its value.
-    assert abs(loss - trl_loss) <= rtol * abs(trl_loss) + 2e-8, (loss.item(), trl_loss.item())
+    (trl_loss, trl_grads, trl_metrics), (loss, our_grads, metrics, scale) = trl, ours
+    assert torch.isfinite(loss) and scale > 0
+    assert abs(loss - trl_loss) <= rtol * scale, (loss.item(), trl_loss.item(), scale)
     assert trl_grads.keys() == our_grads.keys() and trl_grads
     # Relative to each parameter's gradient norm; a gradient that is zero in exact arithmetic (the key bias:
     # softmax is invariant to it) is pure rounding, so its error is measured against the whole gradient's norm.
     total = torch.cat([g.flatten() for g in trl_grads.values()]).norm()
+    assert total > 0  # the near-on-policy rows always carry gradient: a vacuous comparison would fail here
     for name, g in trl_grads.items():
         err = (our_grads[name] - g).norm() / torch.maximum(g.norm(), 1e-3 * total)
         assert err <= rtol, (name, err.item())
