@@ -1,0 +1,231 @@
+"""The Sampler: G completions per prompt on the trainer's own weights, over a paged KV cache."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from r1fast.sampler.block_manager import BlockManager
+from r1fast.sampler.model_runner import Batch, ModelRunner
+from r1fast.sampler.sampling import SamplingParams, sample_next
+from r1fast.sampler.scheduler import Scheduler
+from r1fast.sampler.sequence import Sequence
+
+CPU_KV_CACHE_BYTES = 64 << 20
+GPU_MEMORY_FRACTION = 0.5  # of the free device memory when kv_cache_memory is not given
+
+
+@dataclass
+class Completion:
+    """One completion: token_ids and logprobs (one per token, float; empty if not asked), why it ended ("stop" or
+    "length"), the index of its prompt and its index within the group."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    prompt_index: int
+    index: int
+
+
+@dataclass
+class Group:
+    """The n completions of one prompt."""
+
+    prompt_index: int
+    prompt_token_ids: list[int]
+    completions: list[Completion]
+
+
+class Sampler:
+    """Generates GRPO groups with a paged KV cache, reading the wrapped model's parameters in place.
+
+    model: a Hugging Face causal LM of type llama, mistral (no sliding window), qwen2 or qwen3. tokenizer: needed only
+    for stop strings. block_size: tokens per KV block. kv_cache_memory: bytes for the KV pool (default: half the free
+    GPU memory, or 64 MiB on CPU). max_num_seqs: sequences decoded together. max_model_len: prompt + completion
+    bound (default: the config's max_position_embeddings). cuda_graphs: reserved for CUDA-graph decode (not yet
+    implemented; the flag is accepted and ignored).
+    Raises ValueError for an unsupported model or a meaningless setting.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        tokenizer=None,
+        block_size: int = 16,
+        kv_cache_memory: int | None = None,
+        max_num_seqs: int = 256,
+        max_model_len: int | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        self.runner = ModelRunner(model)
+        if not (isinstance(block_size, int) and block_size >= 1):
+            raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+        if not (isinstance(max_num_seqs, int) and max_num_seqs >= 1):
+            raise ValueError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
+        config = self.runner.config
+        self.max_model_len = max_model_len or config.max_position_embeddings
+        if not (isinstance(self.max_model_len, int) and self.max_model_len >= 2):
+            raise ValueError(f"max_model_len must be an int >= 2, got {self.max_model_len!r}")
+        if kv_cache_memory is not None and kv_cache_memory < self.runner.bytes_per_block(block_size):
+            raise ValueError(
+                f"kv_cache_memory={kv_cache_memory} bytes is less than one KV block "
+                f"({self.runner.bytes_per_block(block_size)} bytes)"
+            )
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.kv_cache_memory = kv_cache_memory
+        self.max_num_seqs = max_num_seqs
+        self.cuda_graphs = cuda_graphs
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or config.eos_token_id
+        self.eos_token_ids = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        self.block_manager: BlockManager | None = None
+        self.last_scheduler: Scheduler | None = None
+        self._seq_ids = itertools.count()
+
+    # -- the KV pool ------------------------------------------------------------------------------------------
+
+    def _num_blocks(self) -> int:
+        memory = self.kv_cache_memory
+        if memory is None:
+            device = self.runner.device
+            memory = (
+                int(torch.cuda.mem_get_info(device)[0] * GPU_MEMORY_FRACTION)
+                if device.type == "cuda"
+                else CPU_KV_CACHE_BYTES
+            )
+        return max(1, memory // self.runner.bytes_per_block(self.block_size))
+
+    def _ensure_pool(self) -> BlockManager:
+        if self.block_manager is None:
+            num_blocks = self._num_blocks()
+            self.runner.allocate(num_blocks, self.block_size)
+            self.block_manager = BlockManager(num_blocks, self.block_size)
+        return self.block_manager
+
+    def free(self) -> None:
+        """Release the KV pool (e.g. before the training step); the next generate() allocates it again."""
+        self.runner.free()
+        self.block_manager = None
+        if self.runner.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- generation -------------------------------------------------------------------------------------------
+
+    def _check_prompts(self, prompts: list[list[int]], params: SamplingParams) -> None:
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop strings need the Sampler's tokenizer")
+        if not prompts:
+            raise ValueError("prompts is empty")
+        for i, prompt in enumerate(prompts):
+            if len(prompt) == 0:
+                raise ValueError(f"prompt {i} is empty")
+            if len(prompt) >= self.max_model_len:
+                raise ValueError(
+                    f"prompt {i} has {len(prompt)} tokens, max_model_len={self.max_model_len}: no room to generate"
+                )
+            if min(prompt) < 0 or max(prompt) >= self.vocab_size:
+                raise ValueError(f"prompt {i} holds a token id outside [0, {self.vocab_size})")
+
+    def _generator(self, params: SamplingParams, prompt_index: int, child: int) -> torch.Generator | None:
+        if params.seed is None:
+            return None
+        gen = torch.Generator(device=self.runner.device)
+        gen.manual_seed(hash((params.seed, prompt_index, child)) & ((1 << 63) - 1))
+        return gen
+
+    def _batch(self, seqs: list[Sequence]) -> Batch:
+        bm = self.block_manager
+        ids, positions, slots, starts = [], [], [], [0]
+        for seq in seqs:
+            new = range(seq.num_cached, len(seq))
+            ids.extend(seq.token_ids[p] for p in new)
+            positions.extend(new)
+            slots.extend(bm.slot(seq, p) for p in new)
+            starts.append(starts[-1] + len(new))
+        width = max(len(s.block_table) for s in seqs)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
+        device = self.runner.device
+        return Batch(
+            input_ids=torch.tensor(ids, dtype=torch.int64, device=device),
+            positions=torch.tensor(positions, dtype=torch.int64, device=device),
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=device),
+            context_lens=torch.tensor([len(s) for s in seqs], dtype=torch.int32, device=device),
+            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+        )
+
+    def _finish_reason(self, seq: Sequence) -> str | None:
+        params, generated = seq.params, len(seq.completion_ids)
+        if generated >= params.min_tokens:
+            token = seq.token_ids[-1]
+            stops = params.stop_token_ids if params.ignore_eos else [*params.stop_token_ids, *self.eos_token_ids]
+            if token in stops:
+                return "stop"
+            if params.stop:
+                text = self.tokenizer.decode(seq.completion_ids)
+                if any(s in text for s in params.stop):
+                    return "stop"
+        if generated >= params.max_tokens or len(seq) >= self.max_model_len:
+            return "length"
+        return None
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Group]:
+        """params.n completions of every prompt. prompts: token-id lists (non-empty, < max_model_len).
+
+        Returns one Group per prompt, in order, each with its n completions in order. Raises ValueError on bad
+        input, or when a single sequence cannot fit in the whole KV pool.
+        """
+        self._check_prompts(prompts, params)
+        bm = self._ensure_pool()
+        scheduler = Scheduler(bm, self.max_num_seqs, max_num_batched_tokens=max(8192, self.max_model_len))
+        self.last_scheduler = scheduler
+        for index, prompt in enumerate(prompts):
+            seq = Sequence(next(self._seq_ids), index, list(prompt), len(prompt), params,
+                           self._generator(params, index, 0), fork=params.n)  # fmt: skip
+            scheduler.add(seq)
+        finished: list[Sequence] = []
+        while scheduler.has_work():
+            seqs, _ = scheduler.schedule()
+            self.runner.copy_blocks(bm.pending_copies)
+            bm.pending_copies.clear()
+            logits = self.runner.forward(self._batch(seqs))
+            rows: list[Sequence] = []
+            row_of: list[int] = []
+            for row, seq in enumerate(seqs):
+                seq.num_cached = len(seq)
+                family = [seq]
+                if seq.fork > 1:  # the prompt is in cache: its children share every block of it
+                    for child_index in range(1, seq.fork):
+                        child = Sequence(next(self._seq_ids), seq.prompt_index, list(seq.token_ids),
+                                         seq.num_prompt_tokens, params,
+                                         self._generator(params, seq.prompt_index, child_index),
+                                         child_index=child_index, status=seq.status)  # fmt: skip
+                        bm.fork(seq, child)
+                        family.append(child)
+                    scheduler.running.extend(family[1:])
+                    seq.fork = 1
+                rows.extend(family)
+                row_of.extend([row] * len(family))
+            tokens, logps = sample_next(logits[row_of], [s.params for s in rows], [s.generator for s in rows],
+                                        [s.token_ids for s in rows])  # fmt: skip
+            for seq, token, logp in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
+                seq.token_ids.append(token)
+                if params.logprobs:
+                    seq.logprobs.append(logp)
+                reason = self._finish_reason(seq)
+                if reason is not None:
+                    scheduler.finish(seq, reason)
+                    finished.append(seq)
+        groups = [Group(i, list(p), []) for i, p in enumerate(prompts)]
+        for seq in sorted(finished, key=lambda s: (s.prompt_index, s.child_index)):
+            groups[seq.prompt_index].completions.append(
+                Completion(seq.completion_ids, seq.logprobs, seq.finish_reason, seq.prompt_index, seq.child_index)
+            )
+        return groups

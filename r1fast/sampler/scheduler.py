@@ -1,0 +1,89 @@
+"""Continuous batching: which sequences run the next forward; preemption by recompute when blocks run out."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from r1fast.sampler.block_manager import BlockManager
+from r1fast.sampler.sequence import Sequence, Status
+
+
+class Scheduler:
+    """Waiting sequences are prefilled first (oldest first); otherwise every running sequence decodes one token.
+
+    When a running sequence needs a block and none is free, the newest running sequence is preempted: its blocks
+    are freed and it goes back to the front of the queue, to be recomputed from its tokens. A sequence that does
+    not fit into the whole pool raises ValueError instead of waiting forever.
+    """
+
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+        self.blocks = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _seats(self, seq: Sequence) -> int:
+        return max(seq.fork, 1)
+
+    def schedule(self) -> tuple[list[Sequence], bool]:
+        """(sequences of the next forward, whether it is a prefill step). Prefilled sequences join `running`."""
+        scheduled: list[Sequence] = []
+        tokens = 0
+        seats = sum(self._seats(s) for s in self.running)
+        while self.waiting:
+            seq = self.waiting[0]
+            if seats + self._seats(seq) > self.max_num_seqs and (scheduled or self.running):
+                break
+            if scheduled and tokens + seq.num_new_tokens > self.max_num_batched_tokens:
+                break
+            if not self.blocks.can_reserve(seq):
+                if not scheduled and not self.running and self.blocks.blocks_needed(seq) > self.blocks.num_blocks:
+                    raise ValueError(
+                        f"a sequence of {len(seq)} tokens needs {self.blocks.blocks_needed(seq)} KV blocks but the "
+                        f"pool has {self.blocks.num_blocks}: give the sampler more kv_cache_memory or a smaller "
+                        "max_model_len"
+                    )
+                break
+            self.blocks.reserve(seq)
+            self.waiting.popleft()
+            seq.status = Status.RUNNING
+            scheduled.append(seq)
+            tokens += seq.num_new_tokens
+            seats += self._seats(seq)
+        if scheduled:
+            self.running.extend(scheduled)
+            return scheduled, True
+
+        for seq in list(self.running):
+            if seq.status is not Status.RUNNING:
+                continue  # preempted earlier in this loop
+            while not self.blocks.can_reserve(seq):
+                victim = self.running[-1]
+                self.preempt(victim)
+                if victim is seq:
+                    break
+            if seq.status is Status.RUNNING:
+                self.blocks.reserve(seq)
+                scheduled.append(seq)
+        return scheduled, False
+
+    def preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.status = Status.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        seq.status = Status.FINISHED
+        seq.finish_reason = reason
+        self.running.remove(seq)
+        self.blocks.free(seq)

@@ -1,0 +1,51 @@
+"""One sequence being generated: its tokens, its KV block table, its sampling state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from r1fast.sampler.sampling import SamplingParams
+
+
+class Status(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Sequence:
+    """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
+
+    A sequence with fork > 1 is a group parent: once its prompt is prefilled, it splits into `fork` children
+    that share its prompt blocks.
+    """
+
+    seq_id: int
+    prompt_index: int
+    token_ids: list[int]
+    num_prompt_tokens: int
+    params: SamplingParams
+    generator: torch.Generator | None
+    child_index: int = 0
+    fork: int = 1
+    block_table: list[int] = field(default_factory=list)
+    num_cached: int = 0
+    logprobs: list[float] = field(default_factory=list)
+    status: Status = Status.WAITING
+    finish_reason: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_new_tokens(self) -> int:
+        """Tokens whose K/V the next forward computes (the whole context after a preemption)."""
+        return len(self.token_ids) - self.num_cached
