@@ -169,3 +169,14 @@ def test_bad_input_raises_clear_errors():
     tiny_pool = Sampler(model, block_size=4, kv_cache_memory=sampler.runner.bytes_per_block(4) * 2)
     with pytest.raises(ValueError, match="KV blocks"):
         tiny_pool.generate([list(range(12))], params)
+
+
+@pytest.mark.gpu
+def test_greedy_on_cuda_matches_hf_generate():
+    model = make("qwen2-tied").cuda()
+    sampler = Sampler(model, block_size=16)
+    groups = sampler.generate(PROMPTS, SamplingParams(n=2, temperature=0, max_tokens=12, ignore_eos=True))
+    for prompt, group in zip(PROMPTS, groups, strict=True):
+        out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=12, min_new_tokens=12,
+                             do_sample=False)  # fmt: skip
+        assert group.completions[0].token_ids == out[0, len(prompt) :].tolist()

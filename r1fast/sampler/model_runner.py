@@ -32,6 +32,12 @@ class Batch:
     query_start_loc: torch.Tensor
 
 
+def _decode_head_dims() -> tuple[int, ...]:
+    from r1fast.kernels.paged_attention import SUPPORTED_HEAD_DIMS  # imports triton: only on CUDA
+
+    return SUPPORTED_HEAD_DIMS
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -87,6 +93,17 @@ class ModelRunner:
         for cache in (*self.k_caches, *self.v_caches):
             cache[dst] = cache[src]
 
+    def _attention(self, q, k_cache, v_cache, batch: Batch, scale: float) -> torch.Tensor:
+        """Decode steps on CUDA run the Triton paged-attention kernel; everything else the reference."""
+        decode = q.shape[0] == batch.context_lens.shape[0]  # one query per sequence
+        if decode and q.is_cuda and self.head_dim in _decode_head_dims():
+            from r1fast.kernels.paged_attention import paged_attention_decode
+
+            return paged_attention_decode(q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale)
+        return reference.paged_attention(
+            q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, scale
+        )
+
     @torch.no_grad()
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits at the last token of each sequence: [S, V] float32."""
@@ -107,9 +124,7 @@ class ModelRunner:
             k = k * cos + _rotate_half(k) * sin
             k_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = k.to(k_cache.dtype)
             v_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = v.to(v_cache.dtype)
-            out = reference.paged_attention(
-                q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, attn.scaling
-            )
+            out = self._attention(q, k_cache, v_cache, batch, attn.scaling)
             hidden = hidden + attn.o_proj(out.reshape(1, n, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         last = batch.query_start_loc[1:].long() - 1
