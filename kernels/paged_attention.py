@@ -109,3 +109,35 @@ def paged_attention_decode(
         BLOCK_SIZE=block_size,
     )  # fmt: skip
     return out
+
+
+def paged_attention_prefill(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of each sequence's newest queries over its cached context (their K/V already stored).
+
+    q: [N_q, H_q, D], sequence s owns rows query_start_loc[s]:query_start_loc[s + 1], its last context positions;
+    block_tables: [S, M] int32; context_lens: [S] int32; query_start_loc: [S + 1] int32; caches as in
+    paged_attention_decode. Returns [N_q, H_q, D]; equals r1fast.reference.paged_attention.
+    Each query runs as a decode query whose context ends at its own position, so K/V are read once per query token
+    (fine for short prompts and recomputes; a tiled prefill kernel that reads each block once per query tile is the
+    next step for long prompts).
+    """
+    if tuple(query_start_loc.shape) != (block_tables.shape[0] + 1,):
+        raise ValueError(f"query_start_loc must be [S + 1 = {block_tables.shape[0] + 1}], got "
+                         f"{tuple(query_start_loc.shape)}")  # fmt: skip
+    starts = query_start_loc.long()
+    q_lens = starts[1:] - starts[:-1]
+    seq_of_query = torch.repeat_interleave(torch.arange(len(q_lens), device=q.device), q_lens, output_size=q.shape[0])
+    offset_in_seq = torch.arange(q.shape[0], device=q.device) - starts[seq_of_query]
+    # Query j of sequence s sits at position context_len - q_len + j: it sees that many tokens plus itself.
+    query_context = context_lens.long()[seq_of_query] - q_lens[seq_of_query] + offset_in_seq + 1
+    return paged_attention_decode(
+        q, k_cache, v_cache, block_tables[seq_of_query], query_context.to(torch.int32), scale
+    )

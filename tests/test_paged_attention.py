@@ -77,3 +77,16 @@ def test_decode_matches_reference_at_real_sizes(dtype, seed):
     want = reference.paged_attention(q.float(), k.float(), v.float(), tables, context_lens, starts, 0.125)
     assert torch.isfinite(out).all()
     assert ((out.float() - want).norm() / want.norm()).item() < 1e-2
+
+
+@pytest.mark.parametrize("d,h_q,h_kv", [(64, 4, 2), (80, 2, 1), (128, 4, 4)])
+def test_prefill_matches_reference(d, h_q, h_kv, seed):
+    from r1fast.kernels.paged_attention import paged_attention_prefill
+
+    lens, q_lens = [5, 8, 9], [5, 1, 3]  # a whole prompt, a decode token, a recompute tail after a cached prefix
+    _, k, v, tables, context_lens = random_paged(lens, h_q, h_kv, d, 4, torch.float32)
+    q = torch.randn(sum(q_lens), h_q, d, device=k.device)
+    starts = torch.tensor([0, 5, 6, 9], dtype=torch.int32, device=k.device)
+    out = paged_attention_prefill(q, k, v, tables, context_lens, starts, d**-0.5)
+    want = reference.paged_attention(q.double(), k.double(), v.double(), tables, context_lens, starts, d**-0.5)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)

@@ -180,3 +180,14 @@ def test_greedy_on_cuda_matches_hf_generate():
         out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=12, min_new_tokens=12,
                              do_sample=False)  # fmt: skip
         assert group.completions[0].token_ids == out[0, len(prompt) :].tolist()
+
+
+def test_triton_attention_path_matches_hf_generate():
+    # The kernels the sampler runs on CUDA, here through the Triton interpreter: prefill, decode and forks.
+    torch.manual_seed(0)  # head_dim 64, a size the kernel supports
+    model = Qwen2ForCausalLM(Qwen2Config(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2}))
+    model.eval()
+    sampler = Sampler(model, block_size=4, attention_backend="triton")
+    groups = sampler.generate(PROMPTS[:2], SamplingParams(n=2, temperature=0, max_tokens=6, ignore_eos=True))
+    for prompt, group in zip(PROMPTS[:2], groups, strict=True):
+        assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, 6)] * 2

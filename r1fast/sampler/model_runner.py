@@ -14,6 +14,8 @@ import torch
 from r1fast import reference
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# auto: Triton kernels on CUDA, the reference elsewhere; triton: always (CPU needs TRITON_INTERPRET=1); reference.
+ATTENTION_BACKENDS = ("auto", "triton", "reference")
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Batch:
     query_start_loc: torch.Tensor
 
 
-def _decode_head_dims() -> tuple[int, ...]:
+def _kernel_head_dims() -> tuple[int, ...]:
     from r1fast.kernels.paged_attention import SUPPORTED_HEAD_DIMS  # imports triton: only on CUDA
 
     return SUPPORTED_HEAD_DIMS
@@ -46,7 +48,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class ModelRunner:
     """Runs the decoder stack of `model` on packed tokens, storing K/V into per-layer paged caches."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, attention_backend: str = "auto") -> None:
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
+        self.attention_backend = attention_backend
         config = getattr(model, "config", None)
         model_type = getattr(config, "model_type", None)
         if model_type not in SUPPORTED_MODEL_TYPES:
@@ -94,12 +99,20 @@ class ModelRunner:
             cache[dst] = cache[src]
 
     def _attention(self, q, k_cache, v_cache, batch: Batch, scale: float) -> torch.Tensor:
-        """Decode steps on CUDA run the Triton paged-attention kernel; everything else the reference."""
-        decode = q.shape[0] == batch.context_lens.shape[0]  # one query per sequence
-        if decode and q.is_cuda and self.head_dim in _decode_head_dims():
-            from r1fast.kernels.paged_attention import paged_attention_decode
+        """On CUDA the Triton paged-attention kernels (decode: one query per sequence); elsewhere the reference."""
+        use_triton = self.attention_backend == "triton" or (
+            self.attention_backend == "auto" and q.is_cuda and self.head_dim in _kernel_head_dims()
+        )
+        if use_triton:
+            from r1fast.kernels import paged_attention as kernels
 
-            return paged_attention_decode(q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale)
+            if q.shape[0] == batch.context_lens.shape[0]:  # one query per sequence: its last position
+                return kernels.paged_attention_decode(
+                    q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale
+                )
+            return kernels.paged_attention_prefill(
+                q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, scale
+            )
         return reference.paged_attention(
             q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, scale
         )

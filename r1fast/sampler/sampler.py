@@ -45,7 +45,8 @@ class Sampler:
     for stop strings. block_size: tokens per KV block. kv_cache_memory: bytes for the KV pool (default: half the free
     GPU memory, or 64 MiB on CPU). max_num_seqs: sequences decoded together. max_model_len: prompt + completion
     bound (default: the config's max_position_embeddings). cuda_graphs: reserved for CUDA-graph decode (not yet
-    implemented; the flag is accepted and ignored).
+    implemented; the flag is accepted and ignored). attention_backend: "auto" (Triton kernels on CUDA, the
+    reference elsewhere), "triton" (always; CPU needs TRITON_INTERPRET=1) or "reference".
     Raises ValueError for an unsupported model or a meaningless setting.
     """
 
@@ -59,8 +60,9 @@ class Sampler:
         max_num_seqs: int = 256,
         max_model_len: int | None = None,
         cuda_graphs: bool = True,
+        attention_backend: str = "auto",
     ) -> None:
-        self.runner = ModelRunner(model)
+        self.runner = ModelRunner(model, attention_backend)
         if not (isinstance(block_size, int) and block_size >= 1):
             raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
         if not (isinstance(max_num_seqs, int) and max_num_seqs >= 1):
