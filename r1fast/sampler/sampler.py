@@ -195,6 +195,8 @@ class Sampler:
         finished: list[Sequence] = []
         while scheduler.has_work():
             seqs, _ = scheduler.schedule()
+            if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
+                continue
             self.runner.copy_blocks(bm.pending_copies)
             bm.pending_copies.clear()
             logits = self.runner.forward(self._batch(seqs))
