@@ -194,7 +194,7 @@ class Sampler:
             scheduler.add(seq)
         finished: list[Sequence] = []
         while scheduler.has_work():
-            seqs, _ = scheduler.schedule()
+            seqs = scheduler.schedule()
             if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
                 continue
             self.runner.copy_blocks(bm.pending_copies)

@@ -33,8 +33,8 @@ class Scheduler:
     def _seats(self, seq: Sequence) -> int:
         return max(seq.fork, 1)
 
-    def schedule(self) -> tuple[list[Sequence], bool]:
-        """(sequences of the next forward, whether it is a prefill step). Prefilled sequences join `running`."""
+    def schedule(self) -> list[Sequence]:
+        """The sequences of the next forward: waiting ones to prefill (they join `running`), else all running."""
         scheduled: list[Sequence] = []
         tokens = 0
         seats = sum(self._seats(s) for s in self.running)
@@ -60,7 +60,7 @@ class Scheduler:
             seats += self._seats(seq)
         if scheduled:
             self.running.extend(scheduled)
-            return scheduled, True
+            return scheduled
 
         for seq in list(self.running):
             if seq.status is not Status.RUNNING:
@@ -73,7 +73,7 @@ class Scheduler:
             if seq.status is Status.RUNNING:
                 self.blocks.reserve(seq)
                 scheduled.append(seq)
-        return scheduled, False
+        return scheduled
 
     def preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
