@@ -85,9 +85,11 @@ def test_repetition_penalty_follows_hf_semantics():
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]
 
 
-def test_filter_logits_never_masks_everything():
-    logits = torch.tensor([0.0, 0.0, 0.0])
-    assert torch.isfinite(filter_logits(logits, top_k=1, top_p=0.01, min_p=0.99)).any()
+def test_filter_logits_keeps_the_top_token_and_works_per_row():
+    logits = torch.tensor([[0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
+    out = filter_logits(logits, torch.tensor([1, 0]), torch.tensor([0.01, 0.5]), torch.tensor([0.99, 0.0]))
+    assert torch.isfinite(out[0]).any()  # ties: nothing strictly below the k-th value is dropped
+    assert torch.isfinite(out[1]).tolist() == [True, False, False]  # row 2: top-p 0.5 keeps the argmax only
 
 
 @pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=-1.0), dict(top_p=0.0), dict(min_p=1.0),

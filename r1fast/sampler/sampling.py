@@ -76,23 +76,25 @@ def apply_repetition_penalty(logits: torch.Tensor, history: list[list[int]], pen
     return logits
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float) -> torch.Tensor:
-    """Mask (to -inf) the tokens top-k, top-p (nucleus) and min-p exclude. logits: [V] float32 at temperature."""
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) what top-k, min-p and top-p (nucleus) exclude, row by row, in that order.
+
+    logits: [S, V] float32 at temperature; top_k: [S] int (<= 0 = off); top_p, min_p: [S] float (1 / 0 = off).
+    The most likely token of a row always survives. Returns [S, V].
+    """
     vocab = logits.shape[-1]
-    if 0 < top_k < vocab:
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    k = torch.where(top_k > 0, top_k.clamp(max=vocab), torch.full_like(top_k, vocab))
+    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
+    kth = sorted_logits.gather(-1, (k - 1)[:, None])
+    logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    if min_p > 0:
-        logits = logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-    if top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
-        drop = torch.zeros_like(probs, dtype=torch.bool)
-        drop[order] = before >= top_p  # keep the smallest prefix whose mass reaches top_p
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    logits = logits.masked_fill(probs < min_p[:, None] * probs.amax(-1, keepdim=True), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
+    drop_sorted = above >= top_p[:, None]  # keep the smallest prefix whose mass reaches top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
 
 
 def sample_next(
@@ -101,21 +103,32 @@ def sample_next(
     generators: list[torch.Generator | None],
     history: list[list[int]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next token of each of S sequences.
+    """The next token of each of S sequences, sampled on the logits' device in float32.
 
     logits: [S, V] raw model logits; params, generators, history (prompt + completion so far): one per row.
+    Sampling is an exponential race, argmax_v p_v / E_v with E_v ~ Exp(1), which draws v with probability p_v; a
+    seeded row draws its E from its own generator, the unseeded rows share one draw.
     Returns (tokens [S] int64, logprobs [S] float32 under log_softmax(raw logits / temperature)).
     """
     logits = logits.float()
-    temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=logits.device)
+    device = logits.device
+    temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
     logprobs_all = torch.log_softmax(logits / temps[:, None], dim=-1)
     penalised = apply_repetition_penalty(logits, history, [p.repetition_penalty for p in params])
-    tokens = torch.empty(len(params), dtype=torch.int64, device=logits.device)
-    for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature == 0:
-            tokens[row] = torch.argmax(penalised[row])
-            continue
-        scaled = filter_logits(penalised[row] / p.temperature, p.top_k, p.top_p, p.min_p)
-        probs = torch.softmax(scaled, dim=-1)
-        tokens[row] = torch.multinomial(probs, 1, generator=gen)[0]
+    greedy = torch.tensor([p.temperature == 0 for p in params], device=device)
+    scaled = filter_logits(
+        penalised / temps[:, None],
+        torch.tensor([p.top_k for p in params], device=device),
+        torch.tensor([p.top_p for p in params], device=device, dtype=torch.float32),
+        torch.tensor([p.min_p for p in params], device=device, dtype=torch.float32),
+    )
+    noise = torch.empty_like(scaled)
+    unseeded = [row for row, gen in enumerate(generators) if gen is None]
+    if unseeded:
+        noise[unseeded] = noise[unseeded].exponential_()
+    for row, gen in enumerate(generators):
+        if gen is not None:
+            noise[row].exponential_(generator=gen)
+    race = torch.softmax(scaled, dim=-1) / noise.clamp_min(torch.finfo(noise.dtype).tiny)
+    tokens = torch.where(greedy, penalised.argmax(-1), race.argmax(-1))
     return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
