@@ -1,26 +1,39 @@
-"""Group rollouts: r1fast's paged sampler vs Hugging Face `generate` on the same model and device.
+"""Group rollouts: r1fast's paged sampler vs Hugging Face `generate`; the paged-attention decode kernel vs its floor.
 
-    python benchmarks/bench_sampler.py            # CUDA: Qwen2.5-0.5B / 1.5B shapes (random bf16 weights)
-    python benchmarks/bench_sampler.py --smoke    # any machine: a tiny model, checks the script runs end to end
+    python benchmarks/bench_sampler.py                 # CUDA: Qwen2.5-0.5B / 1.5B shapes, random bf16 weights
+    python benchmarks/bench_sampler.py --shapes 0.5B --seqs 256 --prompt-lens 128 --new-tokens 256   # one row
+    python benchmarks/bench_sampler.py --smoke         # any machine: a tiny model, checks the script end to end
 
-Per configuration (model shape, prompt length, G = 8, new tokens, concurrent sequences): tokens/s of r1fast and of
-HF generate, ms per decode step, the per-step bandwidth floor (weights + KV bytes / measured copy bandwidth), the
-prefill tokens forking saves, and the sampler-vs-trainer log-prob mismatch (mean / max |delta logp| against one full
-forward over the finished sequences). Also the paged-attention decode kernel against its KV-bytes floor.
-Prints one table and writes the same rows to benchmarks/out/bench_sampler.json.
+End to end, per (model shape, prompt length, G = 8, new tokens, concurrent sequences), EOS ignored:
+  - tokens/s of r1fast's Sampler and of HF `generate` (sampling, same model, same device, same batch);
+  - ms per decode step, (T(generate) - T(generate with max_tokens=1)) / (new_tokens - 1), next to its floor:
+    (weight bytes + KV bytes at the mean context) / measured copy bandwidth;
+  - the prefill tokens forking saves ((G - 1) * prompt_len per prompt: the prompt is prefilled once per group);
+  - sampler-vs-trainer log-prob mismatch: mean / max |delta logp| of the sampled tokens against one full forward
+    (HF, same dtype) over a subset of the finished sequences.
+Kernel: paged_attention_decode (bf16, block 16) vs KV bytes / copy bandwidth, and flash-attn's
+flash_attn_with_kvcache on the same data when flash-attn is installed (its paged KV needs 256-token pages, so that
+row pairs it with r1fast at block 256 too).
+Prints the tables and writes the same rows to benchmarks/out/bench_sampler.json. No number is estimated: rows that
+could not run say why.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from r1fast.sampler import Sampler, SamplingParams
+if "--smoke" in sys.argv and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the kernel smoke rows run the Triton kernel, interpreted
+
+from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 SHAPES = {  # Qwen2.5 configs (random weights)
@@ -28,10 +41,12 @@ SHAPES = {  # Qwen2.5 configs (random weights)
                  num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
     "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                  num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True),
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=512, tie_word_embeddings=True),
 }  # fmt: skip
 G = 8
+BLOCK_SIZE = 16
+LOGP_SEQS = 16  # sequences checked against the full forward, per configuration
 
 
 def sync(device: torch.device) -> None:
@@ -39,73 +54,221 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a device-to-device copy (read + write), on random data."""
-    src = torch.randn(1 << 26, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
+def timed(fn, device: torch.device) -> tuple[float, object]:
     sync(device)
     start = time.perf_counter()
-    for _ in range(10):
-        dst.copy_(src)
+    result = fn()
     sync(device)
-    return 10 * 2 * src.numel() * 4 / (time.perf_counter() - start)
+    return time.perf_counter() - start, result
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s moved (read + write) by a 512 MiB device-to-device copy (64 MiB on CPU)."""
+    src = torch.randn((1 << 27) if device.type == "cuda" else (1 << 24), device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    seconds, _ = timed(lambda: [dst.copy_(src) for _ in range(10)], device)
+    return 10 * 2 * src.numel() * src.element_size() / seconds
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, eos_token_id=None, bos_token_id=None)
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, eos_token_id=None, bos_token_id=None,
+                         pad_token_id=0)  # fmt: skip
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
 
 
-def run(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidth, with_hf) -> dict:
-    model = build(shape, device, dtype)
-    vocab = model.config.vocab_size
-    prompts = torch.randint(0, vocab, (num_seqs // G, prompt_len)).tolist()
-    sampler = Sampler(model, block_size=16, max_num_seqs=num_seqs)
-    params = SamplingParams(n=G, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
-    sampler.generate(prompts[:1], SamplingParams(n=2, max_tokens=2, ignore_eos=True))  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    groups = sampler.generate(prompts, params)
-    sync(device)
-    seconds = time.perf_counter() - start
-    tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * torch.finfo(dtype).bits // 8
 
-    # Sampler vs trainer: the temperature-1 log-probs of one full forward over the finished sequences.
+
+# -- the Sampler, through its public API only, tolerant of optional fields ---------------------------------------
+
+
+def make_sampler(model, num_seqs: int):
+    from r1fast.sampler import Sampler
+
+    try:
+        return Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs)
+    except TypeError:
+        return Sampler(model)
+
+
+def make_params(**kwargs):
+    from r1fast.sampler import SamplingParams
+
+    fields = {f.name for f in dataclasses.fields(SamplingParams)} if dataclasses.is_dataclass(SamplingParams) else None
+    return SamplingParams(**{k: v for k, v in kwargs.items() if fields is None or k in fields})
+
+
+def completions(groups, prompts):
+    """(prompt ids, completion ids, logprobs or None) of every completion."""
+    for i, group in enumerate(groups):
+        prompt = getattr(group, "prompt_token_ids", None) or prompts[getattr(group, "prompt_index", i)]
+        for c in group.completions:
+            ids = getattr(c, "token_ids", None) or getattr(c, "tokens", None) or []
+            yield list(prompt), list(ids), getattr(c, "logprobs", None)
+
+
+@torch.no_grad()
+def logprob_mismatch(model, groups, prompts, device) -> tuple[float, float]:
+    """Mean and max |sampler logp - full-forward logp| over the sampled tokens of the first LOGP_SEQS sequences."""
     deltas = []
-    with torch.no_grad():
-        for g in groups[: max(1, len(groups) // 4)]:
-            for c in g.completions:
-                ids = torch.tensor([g.prompt_token_ids + c.token_ids], device=device)
-                logits = model(ids).logits[0, prompt_len - 1 : -1].float()
-                want = torch.log_softmax(logits, -1).gather(-1, ids[0, prompt_len:, None])[:, 0]
-                deltas.append((torch.tensor(c.logprobs, device=device) - want).abs())
+    for n, (prompt, ids, logps) in enumerate(completions(groups, prompts)):
+        if n >= LOGP_SEQS or not logps:
+            break
+        full = torch.tensor([prompt + ids], device=device)
+        hidden = model.model(full).last_hidden_state[0, len(prompt) - 1 : -1]
+        logits = model.get_output_embeddings()(hidden).float()
+        want = torch.log_softmax(logits, -1).gather(-1, full[0, len(prompt) :, None])[:, 0]
+        deltas.append((torch.tensor(logps, device=device, dtype=torch.float32) - want).abs())
+    if not deltas:
+        return float("nan"), float("nan")
     delta = torch.cat(deltas)
+    return delta.mean().item(), delta.max().item()
 
+
+def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidth, with_hf) -> dict:
+    model = build(shape, device, dtype)
+    config = model.config
+    prompts = torch.randint(0, config.vocab_size, (max(1, num_seqs // G), prompt_len)).tolist()
+    row = dict(kind="sampler", shape=shape, prompt_len=prompt_len, G=G, new_tokens=new_tokens, seqs=num_seqs,
+               device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", dtype=str(dtype),
+               block_size=BLOCK_SIZE)  # fmt: skip
+    sampler = make_sampler(model, num_seqs)
+    params = make_params(n=G, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0, logprobs=True)
+    first = make_params(n=G, temperature=1.0, max_tokens=1, ignore_eos=True, seed=0, logprobs=True)
+    sampler.generate(prompts[:2], make_params(n=2, max_tokens=4, ignore_eos=True))  # warm-up: compile, capture
+    t_first, _ = timed(lambda: sampler.generate(prompts, first), device)
+    seconds, groups = timed(lambda: sampler.generate(prompts, params), device)
+    tokens = sum(len(ids) for _, ids, _ in completions(groups, prompts))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    kv_bytes = sampler.runner.bytes_per_block(1) * num_seqs * (prompt_len + new_tokens / 2)  # mean context
-    row = dict(
-        shape=shape, prompt_len=prompt_len, G=G, new_tokens=new_tokens, seqs=num_seqs, device=str(device),
-        dtype=str(dtype), r1fast_tok_s=tokens / seconds, r1fast_ms_per_step=seconds / new_tokens * 1e3,
+    kv_bytes = kv_bytes_per_token(config, dtype) * num_seqs * (prompt_len + new_tokens / 2)  # mean context
+    mean_dlogp, max_dlogp = logprob_mismatch(model, groups, prompts, device)
+    row.update(
+        r1fast_tok_s=tokens / seconds, r1fast_seconds=seconds, prefill_plus_one_seconds=t_first,
+        ms_per_step=(seconds - t_first) / max(1, new_tokens - 1) * 1e3,
         floor_ms_per_step=(weight_bytes + kv_bytes) / bandwidth * 1e3,
-        prefill_tokens_saved=(G - 1) * prompt_len * len(prompts), mean_dlogp=delta.mean().item(),
-        max_dlogp=delta.max().item(), hf_tok_s=float("nan"),
+        prefill_tokens=len(prompts) * prompt_len, prefill_tokens_saved=(G - 1) * prompt_len * len(prompts),
+        mean_dlogp=mean_dlogp, max_dlogp=max_dlogp, hf_tok_s=float("nan"),
     )  # fmt: skip
+    row["step_over_floor"] = row["ms_per_step"] / row["floor_ms_per_step"]
+    if hasattr(sampler, "free"):
+        sampler.free()
     if with_hf:
         ids = torch.tensor(prompts, device=device).repeat_interleave(G, 0)
-        sync(device)
-        start = time.perf_counter()
-        model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True)
-        sync(device)
-        row["hf_tok_s"] = ids.shape[0] * new_tokens / (time.perf_counter() - start)
+        gen = dict(max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+        model.generate(ids[:2], attention_mask=torch.ones_like(ids[:2]), **{**gen, "max_new_tokens": 4})  # warm-up
+        seconds, out = timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **gen), device)
+        row["hf_tok_s"] = (out.shape[1] - prompt_len) * ids.shape[0] / seconds
+        row["speedup_vs_hf"] = row["r1fast_tok_s"] / row["hf_tok_s"]
+    return row  # the model goes with this frame; main() empties the CUDA cache between rows
+
+
+# -- the decode kernel -----------------------------------------------------------------------------------------
+
+
+def paged_inputs(num_seqs, context, h_q, h_kv, d, block_size, dtype, device):
+    pages = -(-context // block_size)
+    ids = torch.randperm(num_seqs * pages, device=device, dtype=torch.int32)
+    tables = ids.view(num_seqs, pages)
+    k = torch.randn(num_seqs * pages, block_size, h_kv, d, device=device, dtype=dtype)
+    v = torch.randn_like(k)
+    q = torch.randn(num_seqs, h_q, d, device=device, dtype=dtype)
+    lens = torch.full((num_seqs,), context, dtype=torch.int32, device=device)
+    return q, k, v, tables, lens
+
+
+def bench_ms(fn, device) -> float:
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=25, rep=100)
+    fn()
+    seconds, _ = timed(fn, device)
+    return seconds * 1e3
+
+
+def run_kernel(shape, num_seqs, context, device, dtype, bandwidth, block_size=BLOCK_SIZE, peer=False) -> dict:
+    from r1fast.kernels.paged_attention import paged_attention_decode
+
+    cfg = SHAPES[shape]
+    h_q, h_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d = cfg["hidden_size"] // h_q
+    q, k, v, tables, lens = paged_inputs(num_seqs, context, h_q, h_kv, d, block_size, dtype, device)
+    kv_bytes = 2 * num_seqs * context * h_kv * d * k.element_size()
+    out = torch.empty_like(q)
+    row = dict(kind="kernel", shape=shape, heads=f"{h_q}/{h_kv}x{d}", seqs=num_seqs, context=context,
+               block_size=block_size, dtype=str(dtype),
+               device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               kv_mib=kv_bytes / 2**20, floor_us=kv_bytes / bandwidth * 1e6)  # fmt: skip
+    row["r1fast_us"] = 1e3 * bench_ms(lambda: paged_attention_decode(q, k, v, tables, lens, d**-0.5, out=out), device)
+    row["r1fast_no_split_us"] = 1e3 * bench_ms(
+        lambda: paged_attention_decode(q, k, v, tables, lens, d**-0.5, out=out, num_splits=1), device
+    )
+    row["over_floor"] = row["r1fast_us"] / row["floor_us"]
+    row["flash_attn_us"] = float("nan")
+    if peer:
+        try:
+            from flash_attn import flash_attn_with_kvcache
+
+            call = lambda: flash_attn_with_kvcache(q[:, None], k, v, cache_seqlens=lens, block_table=tables,
+                                                   softmax_scale=d**-0.5, causal=True)  # fmt: skip
+            row["flash_attn_us"] = 1e3 * bench_ms(call, device)
+            got = call()[:, 0].float()
+            want = paged_attention_decode(q, k, v, tables, lens, d**-0.5).float()
+            row["flash_attn_rel_diff"] = ((got - want).norm() / want.norm()).item()
+        except Exception as e:  # not installed, or this build refuses the shape: say so in the row
+            row["flash_attn_note"] = f"{type(e).__name__}: {e}"[:120]
     return row
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+
+
+def fmt(x, spec: str) -> str:
+    return "n/a" if x is None or x != x else format(x, spec)
+
+
+def print_tables(rows: list[dict], bandwidth: float, device: str) -> None:
+    sampler = [r for r in rows if r["kind"] == "sampler"]
+    kernel = [r for r in rows if r["kind"] == "kernel"]
+    if sampler:
+        print("| shape | prompt | new | seqs | r1fast tok/s | HF tok/s | x HF | ms/step | floor ms/step | x floor "
+              "| prefill saved (tokens) | mean / max abs dlogp |")  # fmt: skip
+        print("| --- " * 12 + "|")
+        for r in sampler:
+            print(f"| {r['shape']} | {r['prompt_len']} | {r['new_tokens']} | {r['seqs']} | "
+                  f"{fmt(r['r1fast_tok_s'], ',.0f')} | {fmt(r['hf_tok_s'], ',.0f')} | "
+                  f"{fmt(r.get('speedup_vs_hf'), '.1f')} | {fmt(r['ms_per_step'], '.2f')} | "
+                  f"{fmt(r['floor_ms_per_step'], '.3f')} | {fmt(r['step_over_floor'], '.1f')} | "
+                  f"{r['prefill_tokens_saved']:,} of {r['prefill_tokens'] * G:,} | "
+                  f"{fmt(r['mean_dlogp'], '.1e')} / {fmt(r['max_dlogp'], '.1e')} |")  # fmt: skip
+        print()
+    if kernel:
+        print("| heads | seqs | context | block | KV MiB | floor us | r1fast us | x floor | no-split us "
+              "| flash-attn us |")  # fmt: skip
+        print("| --- " * 10 + "|")
+        for r in kernel:
+            peer = fmt(r["flash_attn_us"], ".1f") if "flash_attn_note" not in r else r["flash_attn_note"][:40]
+            print(f"| {r['heads']} | {r['seqs']} | {r['context']} | {r['block_size']} | {r['kv_mib']:.1f} | "
+                  f"{r['floor_us']:.1f} | {r['r1fast_us']:.1f} | {r['over_floor']:.2f} | "
+                  f"{r['r1fast_no_split_us']:.1f} | {peer} |")  # fmt: skip
+        print()
+    print(f"device: {device}; copy bandwidth {bandwidth / 1e9:,.0f} GB/s (read + write)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny model on any device")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and shapes on any device")
     parser.add_argument("--no-hf", action="store_true", help="skip the HF generate baseline")
+    parser.add_argument("--no-kernel", action="store_true", help="skip the decode-kernel rows")
+    parser.add_argument("--no-sampler", action="store_true", help="skip the end-to-end rows")
+    parser.add_argument("--shapes", nargs="+", default=["0.5B", "1.5B"], choices=sorted(SHAPES))
+    parser.add_argument("--prompt-lens", nargs="+", type=int, default=[128, 512])
+    parser.add_argument("--new-tokens", nargs="+", type=int, default=[256, 1024])
+    parser.add_argument("--seqs", nargs="+", type=int, default=[64, 256])
     args = parser.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("bench_sampler needs CUDA (or pass --smoke for a tiny end-to-end run on this machine)")
@@ -113,23 +276,28 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     bandwidth = copy_bandwidth(device)
     if args.smoke:
-        configs = [("tiny", 16, 8, 16)]
+        sampler_configs = [("tiny", 16, 8, 16)]
+        kernel_configs = [("tiny", 2, 40, BLOCK_SIZE, False)]
     else:
-        configs = [(s, p, t, n) for s in ("0.5B", "1.5B") for p in (128, 512) for t in (256, 1024) for n in (64, 256)]
-    rows = [run(*c, device, dtype, bandwidth, not args.no_hf) for c in configs]
+        sampler_configs = [(s, p, t, n) for s in args.shapes for p in args.prompt_lens for t in args.new_tokens
+                           for n in args.seqs]  # fmt: skip
+        kernel_configs = [(s, n, c, BLOCK_SIZE, False) for s in args.shapes for n in args.seqs for c in (640, 1536)]
+        kernel_configs += [(s, 8, 8192, BLOCK_SIZE, False) for s in args.shapes]  # few sequences: split-K
+        kernel_configs += [(s, 256, 1536, 256, True) for s in args.shapes]  # flash-attn's page size
+    rows = []
+    if not args.no_kernel:
+        kdtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        rows += [run_kernel(s, n, c, device, kdtype, bandwidth, b, peer) for s, n, c, b, peer in kernel_configs]
+    if not args.no_sampler:
+        for config in sampler_configs:
+            rows.append(run_sampler(*config, device, dtype, bandwidth, not args.no_hf))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: long runs
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_sampler.json").write_text(json.dumps(rows, indent=2))
-    header = (
-        "| shape | prompt | new | seqs | r1fast tok/s | HF tok/s | ms/step | floor ms/step | saved prefill "
-        "| mean/max dlogp |"
-    )
-    print(header)
-    print("| --- " * 10 + "|")
-    for r in rows:
-        print(f"| {r['shape']} | {r['prompt_len']} | {r['new_tokens']} | {r['seqs']} | {r['r1fast_tok_s']:,.0f} | "
-              f"{r['hf_tok_s']:,.0f} | {r['r1fast_ms_per_step']:.2f} | {r['floor_ms_per_step']:.3f} | "
-              f"{r['prefill_tokens_saved']:,} | {r['mean_dlogp']:.1e} / {r['max_dlogp']:.1e} |")  # fmt: skip
-    print(f"device: {device}, {dtype}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print_tables(rows, bandwidth, f"{name}, {dtype}" + (" (smoke: times mean nothing)" if args.smoke else ""))
 
 
 if __name__ == "__main__":
