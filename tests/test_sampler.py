@@ -72,9 +72,9 @@ def test_forked_children_share_full_prompt_blocks(seed):
     used = []
     forward = sampler.runner.forward
 
-    def recording_forward(batch):
+    def recording_forward(batch, seq_lens):
         used.append(sampler.block_manager.num_blocks - sampler.block_manager.num_free)
-        return forward(batch)
+        return forward(batch, seq_lens)
 
     sampler.runner.forward = recording_forward
     prompts, g = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12, 13, 14]], 5  # a partial and an exactly full last block

@@ -1,10 +1,24 @@
-"""A pool of fixed-size KV blocks with reference counts; forking shares blocks, writes copy the shared tail."""
+"""A pool of fixed-size KV blocks with reference counts; forking shares blocks, writes copy the shared tail.
+
+Prefix caching: every full block is named by a hash of its tokens and of all the tokens before it (a chain of
+128-bit BLAKE2b digests). A sequence that starts (or restarts after a preemption) first points its block table at
+the cached blocks of its longest cached prefix of full blocks, and only the rest of its tokens is computed. A freed
+block keeps its hash until the pool hands it out again (least recently freed first), so a prefix survives while
+nobody uses it. The cache is only valid for fixed weights: the sampler starts a fresh BlockManager per generate().
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+from array import array
+from collections import OrderedDict
 
 from r1fast.sampler.sequence import Sequence
+
+
+def block_hash(previous: bytes, tokens: list[int]) -> bytes:
+    """The name of a full block: a digest of the previous block's name and this block's token ids."""
+    return hashlib.blake2b(previous + array("q", tokens).tobytes(), digest_size=16).digest()
 
 
 class BlockManager:
@@ -13,16 +27,20 @@ class BlockManager:
     Blocks are shared by reference count: a forked child points at its parent's blocks. Before a token is written
     into a block that others share (the partially filled last prompt block), the writer gets a private copy
     (copy-on-write); the copies to perform are queued in `pending_copies` as (src, dst) block pairs.
+    Free blocks (reference count 0) are kept least recently freed first.
     """
 
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.prefix_caching = prefix_caching
         self.ref_counts = [0] * num_blocks
-        self.free_blocks: deque[int] = deque(range(num_blocks))
+        self.free_blocks: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.pending_copies: list[tuple[int, int]] = []
+        self.hash_of: list[bytes | None] = [None] * num_blocks
+        self.block_of: dict[bytes, int] = {}
 
     @property
     def num_free(self) -> int:
@@ -32,14 +50,23 @@ class BlockManager:
         return -(-num_tokens // self.block_size)
 
     def _take(self) -> int:
-        block = self.free_blocks.popleft()
+        block, _ = self.free_blocks.popitem(last=False)
+        old = self.hash_of[block]
+        if old is not None:  # evict its prefix-cache entry: the block is about to be overwritten
+            del self.block_of[old]
+            self.hash_of[block] = None
         self.ref_counts[block] = 1
         return block
+
+    def _share(self, block: int) -> None:
+        if self.ref_counts[block] == 0:
+            del self.free_blocks[block]
+        self.ref_counts[block] += 1
 
     def _release(self, block: int) -> None:
         self.ref_counts[block] -= 1
         if self.ref_counts[block] == 0:
-            self.free_blocks.append(block)
+            self.free_blocks[block] = None
 
     def blocks_needed(self, seq: Sequence) -> int:
         """New blocks `seq` needs to hold all its tokens (a private copy of a shared tail counts as one)."""
@@ -49,8 +76,8 @@ class BlockManager:
             needed += 1
         return max(needed, 0)
 
-    def can_reserve(self, seq: Sequence) -> bool:
-        return self.blocks_needed(seq) <= self.num_free
+    def can_reserve(self, seq: Sequence, headroom: int = 0) -> bool:
+        return self.blocks_needed(seq) + headroom <= self.num_free
 
     def reserve(self, seq: Sequence) -> None:
         """Give `seq` blocks for every token it holds, copying a shared tail block it is about to write."""
@@ -70,14 +97,61 @@ class BlockManager:
         """child shares every block of parent (the KV of the parent's cached tokens)."""
         child.block_table = list(parent.block_table)
         for block in child.block_table:
-            self.ref_counts[block] += 1
+            self._share(block)
         child.num_cached = parent.num_cached
+        child.block_hashes = list(parent.block_hashes)
+        child.num_named_blocks = parent.num_named_blocks
 
     def free(self, seq: Sequence) -> None:
+        # Tail first, so that (least recently freed first) a prefix's later blocks are evicted before its first.
         for block in reversed(seq.block_table):
             self._release(block)
         seq.block_table = []
         seq.num_cached = 0
+        seq.num_named_blocks = 0
 
     def slot(self, seq: Sequence, position: int) -> int:
         return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size
+
+    # -- prefix caching ---------------------------------------------------------------------------------------
+
+    def _hashes(self, seq: Sequence, num_blocks: int) -> list[bytes]:
+        """seq.block_hashes, extended to name at least its first num_blocks blocks (tokens never change, so the
+        names are memoised on the sequence)."""
+        size = self.block_size
+        while len(seq.block_hashes) < num_blocks:
+            i = len(seq.block_hashes)
+            previous = seq.block_hashes[-1] if i else b""
+            seq.block_hashes.append(block_hash(previous, seq.token_ids[i * size : (i + 1) * size]))
+        return seq.block_hashes
+
+    def match_prefix(self, seq: Sequence) -> None:
+        """Point a sequence that holds no blocks at the cached blocks of its longest cached prefix of full blocks.
+
+        At least its last token is left uncached (its forward gives the next token's logits). Undo with free(seq).
+        """
+        if not self.prefix_caching or seq.block_table:
+            return
+        cacheable = (len(seq) - 1) // self.block_size
+        for h in self._hashes(seq, cacheable)[:cacheable]:
+            block = self.block_of.get(h)
+            if block is None:
+                break
+            self._share(block)
+            seq.block_table.append(block)
+        seq.num_cached = len(seq.block_table) * self.block_size
+
+    def cache_full_blocks(self, seq: Sequence) -> None:
+        """Name seq's full blocks so that later sequences share them. Called when seq is scheduled: the coming
+        forward computes all its tokens, and a sequence that hits one of these blocks in the same forward reads it
+        after it is written (every layer stores the batch's K/V before attending)."""
+        if not self.prefix_caching:
+            return
+        full = len(seq) // self.block_size
+        hashes = self._hashes(seq, full)
+        for i in range(seq.num_named_blocks, full):
+            block, h = seq.block_table[i], hashes[i]
+            if self.hash_of[block] is None and h not in self.block_of:
+                self.hash_of[block] = h
+                self.block_of[h] = block
+        seq.num_named_blocks = full

@@ -1,43 +1,54 @@
 """A functional forward of Llama-family decoders over a paged KV cache, reading the HF model's parameters in place.
 
-No weights are copied: every call reads the live parameters of the wrapped model (its own RMSNorm, projection and
-MLP modules, and its rotary-embedding module, so every rope scaling the config declares is transformers' own), so
-an optimizer step is seen by the next forward.
+No weights are copied: every call runs the live modules of the wrapped model (its embedding, RMSNorms, projections,
+q/k norms and MLPs), so an in-place optimizer step is seen by the next forward. Only rotary embeddings are computed
+here, as cos/sin tables from transformers' own rope-init functions (ROPE_INIT_FUNCTIONS), so that the model's
+rotary module, which mutates its buffers for dynamic rope, is never called.
+
+On CUDA with cuda_graphs=True, decode steps replay CUDA graphs captured per batch-size bucket. A graph holds the
+addresses of the parameters and of the KV pool: in-place updates of the parameters are seen, but replacing a
+parameter tensor (or moving the model) is detected at the next generate() and the graphs are captured again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from r1fast import reference
+from r1fast.sampler.attention import Batch, attention, use_triton
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-# auto: Triton kernels on CUDA, the reference elsewhere; triton: always (CPU needs TRITON_INTERPRET=1); reference.
-ATTENTION_BACKENDS = ("auto", "triton", "reference")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 
 
-@dataclass
-class Batch:
-    """The packed tokens of one forward: S sequences, N tokens.
+def check_model(model: torch.nn.Module, max_model_len: int):
+    """The model's config, after checking that the functional forward computes what the model computes.
 
-    input_ids, positions, slot_mapping: [N] int64; block_tables: [S, M] int32; context_lens: [S] int32 (tokens in
-    cache after this step); query_start_loc: [S + 1] int32 (sequence s owns tokens query_start_loc[s]:[s + 1]).
+    Raises ValueError for an unsupported model type or rope type, or a sliding window shorter than max_model_len.
     """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"unsupported model type {model_type!r}; the sampler supports {SUPPORTED_MODEL_TYPES}")
+    window = getattr(config, "sliding_window", None)
+    sliding = (model_type == "mistral" or getattr(config, "use_sliding_window", False)
+               or "sliding_attention" in (getattr(config, "layer_types", None) or ()))  # fmt: skip
+    if window is not None and sliding and max_model_len > window:
+        raise ValueError(f"{model_type} attends over a sliding window of {window} tokens, which the sampler does not "
+                         f"implement: use max_model_len <= {window}, got {max_model_len}")  # fmt: skip
+    rope_type = rope_parameters(config).get("rope_type", "default")
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ValueError(f"unsupported rope type {rope_type!r}; the sampler supports {SUPPORTED_ROPE_TYPES}")
+    if rope_parameters(config).get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial rotary embeddings (partial_rotary_factor != 1) are not supported")
+    return config
 
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    slot_mapping: torch.Tensor
-    block_tables: torch.Tensor
-    context_lens: torch.Tensor
-    query_start_loc: torch.Tensor
 
-
-def _kernel_head_dims() -> tuple[int, ...]:
-    from r1fast.kernels.paged_attention import SUPPORTED_HEAD_DIMS  # imports triton: only on CUDA
-
-    return SUPPORTED_HEAD_DIMS
+def rope_parameters(config) -> dict:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if "rope_type" not in params and "type" in params:  # the older spelling
+        params = {**params, "rope_type": params["type"]}
+    return params
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -45,29 +56,79 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class ModelRunner:
-    """Runs the decoder stack of `model` on packed tokens, storing K/V into per-layer paged caches."""
+class Rotary:
+    """cos/sin of every position < max_len as [max_len, D] tables in the model dtype, computed as transformers does.
 
-    def __init__(self, model: torch.nn.Module, attention_backend: str = "auto") -> None:
-        if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
-        self.attention_backend = attention_backend
-        config = getattr(model, "config", None)
-        model_type = getattr(config, "model_type", None)
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"unsupported model type {model_type!r}; the sampler supports {SUPPORTED_MODEL_TYPES}")
-        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and (
-            model_type == "mistral"
-        ):
-            raise ValueError("Mistral configs with a sliding window are not supported yet (set sliding_window=None)")
-        self.model = model
+    Dynamic NTK rope depends on the sequence length L: positions of a sequence whose context exceeds the config's
+    max_position_embeddings use the frequencies for L (what HF's rotary module uses when it generates that sequence
+    alone), computed per forward.
+    """
+
+    def __init__(self, model: torch.nn.Module, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
+        config = model.config
         self.config = config
+        self.rope_type = rope_parameters(config).get("rope_type", "default")
+        if self.rope_type == "default":
+            self.init_fn = type(model.model.rotary_emb).compute_default_rope_parameters
+        else:
+            self.init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        self.device, self.dtype = device, dtype
+        self.original_max = config.max_position_embeddings
+        inv_freq, scaling = self.init_fn(config, device=device)
+        self.cos, self.sin = self._cos_sin(torch.arange(max_len, device=device), inv_freq, scaling)
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether some sequence may need frequencies other than the tables' (dynamic rope past the original length)."""
+        return self.rope_type == "dynamic" and self.cos.shape[0] > self.original_max
+
+    def _cos_sin(self, positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float):
+        freqs = positions[:, None].float() * inv_freq.to(device=positions.device, dtype=torch.float)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * scaling).to(self.dtype), (emb.sin() * scaling).to(self.dtype)
+
+    def __call__(self, batch: Batch, seq_lens: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin: [N, 1, D] for the batch's tokens. seq_lens: the host copy of batch.context_lens (dynamic rope)."""
+        cos, sin = self.cos[batch.positions], self.sin[batch.positions]
+        if self.is_dynamic and seq_lens is not None and max(seq_lens) > self.original_max:
+            starts = batch.query_start_loc.tolist()
+            for s, length in enumerate(seq_lens):
+                if length > self.original_max:
+                    inv_freq, scaling = self.init_fn(self.config, device=self.device, seq_len=length)
+                    rows = slice(starts[s], starts[s + 1])
+                    cos[rows], sin[rows] = self._cos_sin(batch.positions[rows], inv_freq, scaling)
+        return cos[:, None, :], sin[:, None, :]
+
+
+class ModelRunner:
+    """Runs the decoder stack of `model` on packed tokens, storing K/V into per-layer paged caches.
+
+    The caches: per layer, k_cache and v_cache [num_blocks, block_size, H_kv, D] in the model dtype.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, max_model_len: int, attention_backend: str = "auto",
+                 cuda_graphs: bool = False, max_num_seqs: int = 256) -> None:  # fmt: skip
+        self.config = check_model(model, max_model_len)
+        use_triton(attention_backend, torch.device("cpu"), 0)  # validates the name
+        self.model = model
+        self.attention_backend = attention_backend
+        self.max_model_len = max_model_len
+        self.cuda_graphs = cuda_graphs
+        self.max_num_seqs = max_num_seqs
+        config = self.config
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = config.num_key_value_heads
         self.num_heads = config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.k_caches: list[torch.Tensor] = []
         self.v_caches: list[torch.Tensor] = []
+        self.block_size = 0
+        self._rotary: Rotary | None = None
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._graph_outputs: dict[int, torch.Tensor] = {}
+        self._graph_inputs: dict[str, torch.Tensor] = {}
+        self._graph_key: tuple | None = None
+        self.num_graph_replays = 0
 
     @property
     def device(self) -> torch.device:
@@ -85,8 +146,11 @@ class ModelRunner:
         shape = (num_blocks, block_size, self.num_kv_heads, self.head_dim)
         self.k_caches = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
         self.v_caches = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+        self.block_size = block_size
+        self._drop_graphs()
 
     def free(self) -> None:
+        self._drop_graphs()
         self.k_caches, self.v_caches = [], []
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
@@ -98,36 +162,23 @@ class ModelRunner:
         for cache in (*self.k_caches, *self.v_caches):
             cache[dst] = cache[src]
 
-    def _attention(self, q, k_cache, v_cache, batch: Batch, scale: float) -> torch.Tensor:
-        """On CUDA the Triton paged-attention kernels (decode: one query per sequence); elsewhere the reference."""
-        use_triton = self.attention_backend == "triton" or (
-            self.attention_backend == "auto" and q.is_cuda and self.head_dim in _kernel_head_dims()
-        )
-        if use_triton:
-            from r1fast.kernels import paged_attention as kernels
+    def rotary(self) -> Rotary:
+        r = self._rotary
+        if r is None or r.device != self.device or r.dtype != self.dtype:
+            self._rotary = r = Rotary(self.model, self.max_model_len, self.device, self.dtype)
+        return r
 
-            if q.shape[0] == batch.context_lens.shape[0]:  # one query per sequence: its last position
-                return kernels.paged_attention_decode(
-                    q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale
-                )
-            return kernels.paged_attention_prefill(
-                q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, scale
-            )
-        return reference.paged_attention(
-            q, k_cache, v_cache, batch.block_tables, batch.context_lens, batch.query_start_loc, scale
-        )
+    # -- the forward ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits at the last token of each sequence: [S, V] float32."""
+    def _run(self, batch: Batch, seq_lens: list[int] | None) -> torch.Tensor:
+        """Logits at the last query of each sequence: [S, V] float32. No host sync when seq_lens is None."""
         backbone = self.model.model
-        hidden = backbone.embed_tokens(batch.input_ids)[None]  # [1, N, H]: HF modules expect a batch dim
-        cos, sin = backbone.rotary_emb(hidden, batch.positions[None])
-        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [N, 1, D]
-        n = batch.input_ids.shape[0]
+        cos, sin = self.rotary()(batch, seq_lens)
+        hidden = backbone.embed_tokens(batch.input_ids)  # [N, hidden]
+        n = hidden.shape[0]
         for layer, k_cache, v_cache in zip(backbone.layers, self.k_caches, self.v_caches, strict=True):
             attn = layer.self_attn
-            h = layer.input_layernorm(hidden)[0]
+            h = layer.input_layernorm(hidden)
             q = attn.q_proj(h).view(n, -1, self.head_dim)
             k = attn.k_proj(h).view(n, -1, self.head_dim)
             v = attn.v_proj(h).view(n, -1, self.head_dim)
@@ -135,11 +186,94 @@ class ModelRunner:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = k.to(k_cache.dtype)
-            v_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = v.to(v_cache.dtype)
-            out = self._attention(q, k_cache, v_cache, batch, attn.scaling)
-            hidden = hidden + attn.o_proj(out.reshape(1, n, -1))
+            out = attention(q, k, v, k_cache, v_cache, batch, attn.scaling, self.attention_backend)
+            hidden = hidden + attn.o_proj(out.reshape(n, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        last = batch.query_start_loc[1:].long() - 1
-        hidden = backbone.norm(hidden[0, last])
-        return self.model.get_output_embeddings()(hidden).float()
+        if not batch.decode:
+            hidden = hidden[batch.query_start_loc[1:].long() - 1]
+        return self.model.get_output_embeddings()(backbone.norm(hidden)).float()
+
+    @torch.no_grad()
+    def forward(self, batch: Batch, seq_lens: list[int]) -> torch.Tensor:
+        """Logits at the last token of each sequence: [S, V] float32. seq_lens: batch.context_lens on the host."""
+        if batch.decode and self._graphs_usable():
+            if not self._graphs:
+                self._capture()
+            return self._replay(batch)
+        return self._run(batch, seq_lens)
+
+    # -- CUDA graphs for decode -------------------------------------------------------------------------------
+
+    def _graphs_usable(self) -> bool:
+        return (self.cuda_graphs and self.device.type == "cuda" and not self.rotary().is_dynamic
+                and use_triton(self.attention_backend, self.device, self.head_dim))  # fmt: skip
+
+    def buckets(self) -> list[int]:
+        """Decode batch sizes with a captured graph; a batch runs in the smallest bucket that holds it."""
+        sizes = [b for b in (1, 2, 4, 8) if b < self.max_num_seqs] + list(range(16, self.max_num_seqs, 16))
+        return sorted({*sizes, self.max_num_seqs})
+
+    def _key(self) -> tuple:
+        params = tuple(p.data_ptr() for p in self.model.parameters())
+        return params, tuple(c.data_ptr() for c in self.k_caches + self.v_caches)
+
+    def check_graphs(self) -> None:
+        """Drop the captured graphs if a parameter or cache tensor was replaced since capture (call once per
+        generate(): it walks the parameters)."""
+        if self._graphs and self._graph_key != self._key():
+            self._drop_graphs()
+
+    def _drop_graphs(self) -> None:
+        self._graphs, self._graph_outputs, self._graph_inputs, self._graph_key = {}, {}, {}, None
+
+    def _capture(self) -> None:
+        """Capture one decode graph per bucket, largest first so that the smaller ones reuse its memory pool.
+
+        Static inputs are max-size buffers; bucket b reads their first b rows. Padding rows write nothing (slot -1)
+        and attend to nothing (context length 0).
+        """
+        size, device = self.max_num_seqs, self.device
+        width = -(-self.max_model_len // self.block_size)
+        inputs = dict(
+            input_ids=torch.zeros(size, dtype=torch.int64, device=device),
+            positions=torch.zeros(size, dtype=torch.int64, device=device),
+            slot_mapping=torch.full((size,), -1, dtype=torch.int64, device=device),
+            block_tables=torch.zeros(size, width, dtype=torch.int32, device=device),
+            context_lens=torch.zeros(size, dtype=torch.int32, device=device),
+            query_start_loc=torch.arange(size + 1, dtype=torch.int32, device=device),
+        )
+        pool = None
+        for b in reversed(self.buckets()):
+            batch = Batch(**{k: v[: b + 1] if k == "query_start_loc" else v[:b] for k, v in inputs.items()},
+                          max_query_len=1, fresh=False, decode=True)  # fmt: skip
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):  # warm-up: compiles the kernels outside the capture
+                self._run(batch, None)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._graph_outputs[b] = self._run(batch, None)
+            pool = graph.pool()
+            self._graphs[b] = graph
+        torch.cuda.synchronize(device)
+        self._graph_inputs = inputs
+        self._graph_key = self._key()
+
+    def _replay(self, batch: Batch) -> torch.Tensor:
+        s = batch.input_ids.shape[0]
+        if s > self.max_num_seqs:
+            return self._run(batch, None)
+        b = next(b for b in self.buckets() if b >= s)
+        g = self._graph_inputs
+        for name in ("input_ids", "positions", "slot_mapping", "context_lens"):
+            g[name][:s].copy_(getattr(batch, name))
+        g["slot_mapping"][s:b].fill_(-1)
+        g["context_lens"][s:b].zero_()
+        g["input_ids"][s:b].zero_()
+        g["positions"][s:b].zero_()
+        width = batch.block_tables.shape[1]
+        g["block_tables"][:s, :width].copy_(batch.block_tables)  # entries past a sequence's pages are never read
+        self._graphs[b].replay()
+        self.num_graph_replays += 1
+        return self._graph_outputs[b][:s].clone()

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from r1fast.sampler.attention import Batch
 from r1fast.sampler.block_manager import BlockManager
-from r1fast.sampler.model_runner import Batch, ModelRunner
+from r1fast.sampler.model_runner import ModelRunner, check_model
 from r1fast.sampler.sampling import SamplingParams, sample_next
 from r1fast.sampler.scheduler import Scheduler
 from r1fast.sampler.sequence import Sequence
@@ -41,12 +42,14 @@ class Group:
 class Sampler:
     """Generates GRPO groups with a paged KV cache, reading the wrapped model's parameters in place.
 
-    model: a Hugging Face causal LM of type llama, mistral (no sliding window), qwen2 or qwen3. tokenizer: needed only
-    for stop strings. block_size: tokens per KV block. kv_cache_memory: bytes for the KV pool (default: half the free
-    GPU memory, or 64 MiB on CPU). max_num_seqs: sequences decoded together. max_model_len: prompt + completion
-    bound (default: the config's max_position_embeddings). cuda_graphs: reserved for CUDA-graph decode (not yet
-    implemented; the flag is accepted and ignored). attention_backend: "auto" (Triton kernels on CUDA, the
-    reference elsewhere), "triton" (always; CPU needs TRITON_INTERPRET=1) or "reference".
+    model: a Hugging Face causal LM of type llama, mistral, qwen2 or qwen3 (a sliding window only if max_model_len
+    fits in it; rope types default, linear, dynamic, yarn, llama3). tokenizer: needed only for stop strings.
+    block_size: tokens per KV block. kv_cache_memory: bytes for the KV pool (default: half the free GPU memory, or
+    64 MiB on CPU). max_num_seqs: sequences decoded together. max_model_len: prompt + completion bound (default: the
+    config's max_position_embeddings). cuda_graphs: on CUDA, replay captured CUDA graphs for decode steps (batch
+    sizes bucketed; needs the Triton attention path). attention_backend: see r1fast.sampler.attention ("auto":
+    Triton kernels on CUDA, vectorised PyTorch elsewhere; "triton", "torch", "reference"). prefix_caching: share
+    the K/V of full blocks between prompts with a common prefix within one generate() call.
     Raises ValueError for an unsupported model or a meaningless setting.
     """
 
@@ -61,36 +64,43 @@ class Sampler:
         max_model_len: int | None = None,
         cuda_graphs: bool = True,
         attention_backend: str = "auto",
+        prefix_caching: bool = True,
     ) -> None:
-        self.runner = ModelRunner(model, attention_backend)
         if not (isinstance(block_size, int) and block_size >= 1):
             raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
         if not (isinstance(max_num_seqs, int) and max_num_seqs >= 1):
             raise ValueError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
-        config = self.runner.config
-        self.max_model_len = max_model_len or config.max_position_embeddings
-        if not (isinstance(self.max_model_len, int) and self.max_model_len >= 2):
-            raise ValueError(f"max_model_len must be an int >= 2, got {self.max_model_len!r}")
+        config = getattr(model, "config", None)
+        max_model_len = max_model_len or getattr(config, "max_position_embeddings", None)
+        if not (isinstance(max_model_len, int) and max_model_len >= 2):
+            raise ValueError(f"max_model_len must be an int >= 2, got {max_model_len!r}")
+        check_model(model, max_model_len)
+        self.runner = ModelRunner(model, max_model_len=max_model_len, attention_backend=attention_backend,
+                                  cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs)  # fmt: skip
         if kv_cache_memory is not None and kv_cache_memory < self.runner.bytes_per_block(block_size):
             raise ValueError(
                 f"kv_cache_memory={kv_cache_memory} bytes is less than one KV block "
                 f"({self.runner.bytes_per_block(block_size)} bytes)"
             )
+        self.model = model
         self.tokenizer = tokenizer
         self.block_size = block_size
         self.kv_cache_memory = kv_cache_memory
         self.max_num_seqs = max_num_seqs
-        self.cuda_graphs = cuda_graphs
+        self.max_model_len = max_model_len
+        self.prefix_caching = prefix_caching
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or config.eos_token_id
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = config.eos_token_id if eos is None else eos
         self.eos_token_ids = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        self.num_blocks = 0  # of the allocated pool; 0 when freed
         self.block_manager: BlockManager | None = None
         self.last_scheduler: Scheduler | None = None
         self._seq_ids = itertools.count()
 
     # -- the KV pool ------------------------------------------------------------------------------------------
 
-    def _num_blocks(self) -> int:
+    def _pool_blocks(self) -> int:
         memory = self.kv_cache_memory
         if memory is None:
             device = self.runner.device
@@ -101,16 +111,15 @@ class Sampler:
             )
         return max(1, memory // self.runner.bytes_per_block(self.block_size))
 
-    def _ensure_pool(self) -> BlockManager:
-        if self.block_manager is None:
-            num_blocks = self._num_blocks()
-            self.runner.allocate(num_blocks, self.block_size)
-            self.block_manager = BlockManager(num_blocks, self.block_size)
-        return self.block_manager
+    def _ensure_pool(self) -> None:
+        if not self.num_blocks:
+            self.num_blocks = self._pool_blocks()
+            self.runner.allocate(self.num_blocks, self.block_size)
 
     def free(self) -> None:
         """Release the KV pool (e.g. before the training step); the next generate() allocates it again."""
         self.runner.free()
+        self.num_blocks = 0
         self.block_manager = None
         if self.runner.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -122,15 +131,19 @@ class Sampler:
             raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
         if params.stop and self.tokenizer is None:
             raise ValueError("stop strings need the Sampler's tokenizer")
-        if not prompts:
-            raise ValueError("prompts is empty")
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError(f"prompts must be a non-empty list of token-id lists, got {prompts!r:.80}")
         for i, prompt in enumerate(prompts):
+            if isinstance(prompt, (str, bytes)) or not hasattr(prompt, "__len__"):
+                raise TypeError(f"prompt {i} must be a list of token ids, got {type(prompt).__name__}")
             if len(prompt) == 0:
                 raise ValueError(f"prompt {i} is empty")
             if len(prompt) >= self.max_model_len:
                 raise ValueError(
                     f"prompt {i} has {len(prompt)} tokens, max_model_len={self.max_model_len}: no room to generate"
                 )
+            if not all(isinstance(t, int) for t in prompt):
+                raise TypeError(f"prompt {i} must hold ints (token ids)")
             if min(prompt) < 0 or max(prompt) >= self.vocab_size:
                 raise ValueError(f"prompt {i} holds a token id outside [0, {self.vocab_size})")
 
@@ -160,17 +173,22 @@ class Sampler:
             block_tables=torch.tensor(tables, dtype=torch.int32, device=device),
             context_lens=torch.tensor([len(s) for s in seqs], dtype=torch.int32, device=device),
             query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+            max_query_len=max(len(s) - s.num_cached for s in seqs),
+            fresh=all(s.num_cached == 0 for s in seqs),
+            decode=len(ids) == len(seqs),
         )
 
     def _finish_reason(self, seq: Sequence) -> str | None:
-        params, generated = seq.params, len(seq.completion_ids)
+        params, generated = seq.params, len(seq) - seq.num_prompt_tokens
         if generated >= params.min_tokens:
             token = seq.token_ids[-1]
-            stops = params.stop_token_ids if params.ignore_eos else [*params.stop_token_ids, *self.eos_token_ids]
-            if token in stops:
+            if token in params.stop_token_ids or (not params.ignore_eos and token in self.eos_token_ids):
                 return "stop"
             if params.stop:
-                text = self.tokenizer.decode(seq.completion_ids)
+                # A stop string of c characters lies within the last c tokens (a token decodes to >= 1 character,
+                # plus a few tokens of slack for pieces of one multi-byte character).
+                window = max(len(s) for s in params.stop) + 4
+                text = self.tokenizer.decode(seq.completion_ids[-window:])
                 if any(s in text for s in params.stop):
                     return "stop"
         if generated >= params.max_tokens or len(seq) >= self.max_model_len:
@@ -179,13 +197,17 @@ class Sampler:
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Group]:
-        """params.n completions of every prompt. prompts: token-id lists (non-empty, < max_model_len).
+        """params.n completions of every prompt. prompts: token-id lists (non-empty, < max_model_len tokens).
 
-        Returns one Group per prompt, in order, each with its n completions in order. Raises ValueError on bad
-        input, or when a single sequence cannot fit in the whole KV pool.
+        Returns one Group per prompt, in order, each with its n completions in order. Every call runs on the
+        model's current parameters. Raises TypeError/ValueError on bad input, and ValueError when a single sequence
+        cannot fit in the whole KV pool.
         """
         self._check_prompts(prompts, params)
-        bm = self._ensure_pool()
+        self._ensure_pool()
+        self.runner.check_graphs()
+        # A fresh block manager per call: the prefix cache must not outlive the weights it was computed with.
+        bm = self.block_manager = BlockManager(self.num_blocks, self.block_size, self.prefix_caching)
         scheduler = Scheduler(bm, self.max_num_seqs, max_num_batched_tokens=max(8192, self.max_model_len))
         self.last_scheduler = scheduler
         for index, prompt in enumerate(prompts):
@@ -199,7 +221,7 @@ class Sampler:
                 continue
             self.runner.copy_blocks(bm.pending_copies)
             bm.pending_copies.clear()
-            logits = self.runner.forward(self._batch(seqs))
+            logits = self.runner.forward(self._batch(seqs), [len(s) for s in seqs])
             rows: list[Sequence] = []
             row_of: list[int] = []
             for row, seq in enumerate(seqs):
@@ -217,7 +239,9 @@ class Sampler:
                     seq.fork = 1
                 rows.extend(family)
                 row_of.extend([row] * len(family))
-            tokens, logps = sample_next(logits[row_of], [s.params for s in rows], [s.generator for s in rows],
+            if row_of != list(range(len(seqs))):
+                logits = logits[row_of]
+            tokens, logps = sample_next(logits, [s.params for s in rows], [s.generator for s in rows],
                                         [s.token_ids for s in rows])  # fmt: skip
             for seq, token, logp in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
                 seq.token_ids.append(token)

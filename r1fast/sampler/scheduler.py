@@ -23,6 +23,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.num_prefix_hit_tokens = 0  # prompt tokens whose K/V came from the prefix cache instead of a forward
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -34,28 +35,39 @@ class Scheduler:
         return max(seq.fork, 1)
 
     def schedule(self) -> list[Sequence]:
-        """The sequences of the next forward: waiting ones to prefill (they join `running`), else all running."""
+        """The sequences of the next forward: waiting ones to prefill (they join `running`), else all running.
+
+        A waiting sequence first takes the cached blocks of its prompt's longest cached prefix. While others run, it
+        is admitted only if the pool keeps one free block per running sequence (each may need one at its next
+        decode step), so that admitting it does not immediately preempt it again.
+        """
         scheduled: list[Sequence] = []
         tokens = 0
         seats = sum(self._seats(s) for s in self.running)
         while self.waiting:
             seq = self.waiting[0]
-            if seats + self._seats(seq) > self.max_num_seqs and (scheduled or self.running):
+            busy = bool(scheduled or self.running)
+            if busy and seats + self._seats(seq) > self.max_num_seqs:
                 break
+            self.blocks.match_prefix(seq)
             if scheduled and tokens + seq.num_new_tokens > self.max_num_batched_tokens:
+                self.blocks.free(seq)
                 break
-            if not self.blocks.can_reserve(seq):
-                if not scheduled and not self.running and self.blocks.blocks_needed(seq) > self.blocks.num_blocks:
+            if not self.blocks.can_reserve(seq, headroom=seats + self._seats(seq) if busy else 0):
+                needed = self.blocks.blocks_needed(seq) + len(seq.block_table)
+                self.blocks.free(seq)
+                if not busy and needed > self.blocks.num_blocks:
                     raise ValueError(
-                        f"a sequence of {len(seq)} tokens needs {self.blocks.blocks_needed(seq)} KV blocks but the "
-                        f"pool has {self.blocks.num_blocks}: give the sampler more kv_cache_memory or a smaller "
-                        "max_model_len"
+                        f"a sequence of {len(seq)} tokens needs {needed} KV blocks but the pool has "
+                        f"{self.blocks.num_blocks}: give the sampler more kv_cache_memory or a smaller max_model_len"
                     )
                 break
             self.blocks.reserve(seq)
+            self.blocks.cache_full_blocks(seq)
             self.waiting.popleft()
             seq.status = Status.RUNNING
             scheduled.append(seq)
+            self.num_prefix_hit_tokens += seq.num_cached
             tokens += seq.num_new_tokens
             seats += self._seats(seq)
         if scheduled:
@@ -72,6 +84,7 @@ class Scheduler:
                     break
             if seq.status is Status.RUNNING:
                 self.blocks.reserve(seq)
+                self.blocks.cache_full_blocks(seq)
                 scheduled.append(seq)
         return scheduled
 

@@ -21,7 +21,8 @@ class Sequence:
     """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
 
     A sequence with fork > 1 is a group parent: once its prompt is prefilled, it splits into `fork` children
-    that share its prompt blocks.
+    that share its prompt blocks. block_hashes: prefix-cache names of its first full blocks (see
+    block_manager.block_hash); num_named_blocks: how many of its blocks were offered to the prefix cache.
     """
 
     seq_id: int
@@ -34,6 +35,8 @@ class Sequence:
     fork: int = 1
     block_table: list[int] = field(default_factory=list)
     num_cached: int = 0
+    block_hashes: list[bytes] = field(default_factory=list)
+    num_named_blocks: int = 0
     logprobs: list[float] = field(default_factory=list)
     status: Status = Status.WAITING
     finish_reason: str | None = None
