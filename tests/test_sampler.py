@@ -9,33 +9,29 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
 )
 
+from r1fast import reference
 from r1fast.sampler import Sampler, SamplingParams
+from r1fast.sampler.attention import torch_paged_attention
 
 VOCAB = 97
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128, eos_token_id=None, bos_token_id=None,
               pad_token_id=None)  # fmt: skip
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}  # fmt: skip
 MODELS = {
-    "llama-rope-llama3": lambda: LlamaForCausalLM(
-        LlamaConfig(
-            **COMMON,
-            rope_scaling={
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 32,
-            },
-        )
-    ),  # fmt: skip
+    "llama-rope-llama3": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_scaling=LLAMA3_ROPE)),
     "qwen2-tied": lambda: Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=True)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=False)),
+    "mistral": lambda: MistralForCausalLM(MistralConfig(**COMMON, sliding_window=4096)),  # window > max_model_len
 }
 PROMPTS = [[1, 2, 3, 4, 5], [7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17], [20]]
 
@@ -51,12 +47,21 @@ def hf_greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
     return out[0, len(prompt) :].tolist()
 
 
+def pool_of(model, blocks: int, block_size: int = 4) -> int:
+    """kv_cache_memory for a pool of exactly `blocks` blocks."""
+    return blocks * Sampler(model, block_size=block_size).runner.bytes_per_block(block_size)
+
+
+def token_ids(groups) -> list[list[list[int]]]:
+    return [[c.token_ids for c in g.completions] for g in groups]
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_greedy_matches_hf_generate_with_groups_and_preemption(name):
     model = make(name)
     # block_size 4: prompts and completions cross block boundaries; a 12-block pool cannot hold the 4 x 3
     # sequences of 13-20 tokens at once, so the scheduler must preempt and recompute.
-    small = Sampler(model, block_size=4, kv_cache_memory=12 * Sampler(model, block_size=4).runner.bytes_per_block(4))
+    small = Sampler(model, block_size=4, kv_cache_memory=pool_of(model, 12))
     groups = small.generate(PROMPTS, SamplingParams(n=3, temperature=0, max_tokens=12, ignore_eos=True))
     assert small.last_scheduler.num_preemptions > 0
     for prompt, group in zip(PROMPTS, groups, strict=True):
@@ -64,6 +69,62 @@ def test_greedy_matches_hf_generate_with_groups_and_preemption(name):
         assert [c.token_ids for c in group.completions] == [expected] * 3
         assert [c.finish_reason for c in group.completions] == ["length"] * 3
         assert [c.index for c in group.completions] == [0, 1, 2]
+        assert [c.prompt_index for c in group.completions] == [group.prompt_index] * 3
+
+
+@pytest.mark.parametrize(
+    "rope, max_model_len",
+    [
+        ({"rope_type": "linear", "factor": 2.0}, None),
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}, None),
+        ({"rope_type": "dynamic", "factor": 2.0}, 48),  # max_position_embeddings 16: generation runs past it
+    ],
+    ids=["linear", "yarn", "dynamic"],
+)
+def test_rope_scalings_match_hf_generate(rope, max_model_len):
+    torch.manual_seed(0)
+    max_pos = 16 if rope["rope_type"] == "dynamic" else 128
+    model = LlamaForCausalLM(LlamaConfig(**{**COMMON, "max_position_embeddings": max_pos}, rope_scaling=rope)).eval()
+    sampler = Sampler(model, block_size=4, max_model_len=max_model_len)
+    new = 24
+    groups = sampler.generate(PROMPTS[:3], SamplingParams(n=2, temperature=0, max_tokens=new, ignore_eos=True))
+    for prompt, group in zip(PROMPTS[:3], groups, strict=True):  # HF generates each prompt alone, as dynamic needs
+        assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, new)] * 2
+
+
+def test_reference_attention_backend_gives_the_same_tokens():
+    model = make("qwen3")
+    params = SamplingParams(n=2, temperature=0, max_tokens=6, ignore_eos=True)
+    ref = Sampler(model, block_size=4, attention_backend="reference").generate(PROMPTS, params)
+    vectorised = Sampler(model, block_size=4, attention_backend="torch").generate(PROMPTS, params)
+    assert token_ids(ref) == token_ids(vectorised)
+
+
+def test_torch_paged_attention_matches_the_reference(seed):
+    # Ragged contexts and query runs (decode rows, whole prompts, tails after a cached prefix), GQA 3, pages in
+    # shuffled order, unused cache rows NaN and table entries past a context pointing outside the pool.
+    block_size, h_q, h_kv, d = 4, 6, 2, 8
+    context_lens, q_lens = [7, 1, 12, 5, 9], [1, 1, 12, 3, 9]
+    pages = [-(-n // block_size) for n in context_lens]
+    num_blocks = sum(pages) + 2
+    order = torch.randperm(num_blocks)
+    k_cache = torch.full((num_blocks, block_size, h_kv, d), float("nan"))
+    v_cache = k_cache.clone()
+    tables = torch.full((len(pages), max(pages) + 1), 10**6, dtype=torch.int32)
+    start = 0
+    for s, (n, p) in enumerate(zip(context_lens, pages, strict=True)):
+        tables[s, :p] = order[start : start + p]
+        start += p
+        pos = torch.arange(n)
+        blocks = tables[s].long()[pos // block_size]
+        k_cache[blocks, pos % block_size] = torch.randn(n, h_kv, d)
+        v_cache[blocks, pos % block_size] = torch.randn(n, h_kv, d)
+    starts = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    q = torch.randn(sum(q_lens), h_q, d)
+    lens = torch.tensor(context_lens, dtype=torch.int32)
+    got = torch_paged_attention(q, k_cache, v_cache, tables, lens, starts, 0.3)
+    want = reference.paged_attention(q.double(), k_cache.double(), v_cache.double(), tables, lens, starts, 0.3)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
 
 
 def test_forked_children_share_full_prompt_blocks(seed):
@@ -83,6 +144,22 @@ def test_forked_children_share_full_prompt_blocks(seed):
     # block (a copy of the partial block, or a fresh one after a full block).
     assert used[0] == 2 + 2
     assert used[1] == (1 + g) + (2 + g)
+
+
+def test_prefix_cache_shares_a_common_prompt_prefix():
+    model = make("llama-rope-llama3")
+    system = [5, 6, 7, 8, 9, 10, 11, 12, 13]  # two full blocks of 4, then one token more
+    prompts = [system + [40], system + [41, 42, 43], system + [44, 45, 46, 47, 48, 49]]
+    params = SamplingParams(n=2, temperature=0, max_tokens=5, ignore_eos=True)
+    cached = Sampler(model, block_size=4)
+    groups = cached.generate(prompts, params)
+    # The first prompt computes the shared blocks; the other two read them in the same forward.
+    assert cached.last_scheduler.num_prefix_hit_tokens == 2 * 8
+    plain = Sampler(model, block_size=4, prefix_caching=False)
+    assert token_ids(plain.generate(prompts, params)) == token_ids(groups)
+    assert plain.last_scheduler.num_prefix_hit_tokens == 0
+    for prompt, group in zip(prompts, groups, strict=True):
+        assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, 5)] * 2
 
 
 def test_logprobs_equal_the_models_own_forward_and_siblings_stay_intact(seed):
@@ -105,28 +182,34 @@ def test_logprobs_equal_the_models_own_forward_and_siblings_stay_intact(seed):
 def test_seeds_reproduce_and_differ(seed):
     sampler = Sampler(make("qwen3"), block_size=4)
     params = dict(n=3, temperature=1.0, max_tokens=8, ignore_eos=True)
-    ids = lambda s: [
-        [c.token_ids for c in g.completions] for g in sampler.generate(PROMPTS, SamplingParams(**params, seed=s))
-    ]  # noqa: E501
-    first = ids(seed)
-    assert first == ids(seed)
-    assert first != ids(seed + 1)
+    first = token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed)))
+    assert first == token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed)))
+    assert first != token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed + 1)))
+    # A seeded sequence draws from its own generator: preemption and recompute do not change its tokens.
+    model = sampler.runner.model
+    small = Sampler(model, block_size=4, kv_cache_memory=pool_of(model, 12))
+    assert token_ids(small.generate(PROMPTS, SamplingParams(**params, seed=seed))) == first
+    assert small.last_scheduler.num_preemptions > 0
 
 
-def test_generate_reads_the_weights_in_place_and_survives_free():
+def test_generate_reads_the_weights_in_place_after_an_optimizer_step_and_after_free():
     model = make("qwen3")
     sampler = Sampler(model, block_size=4)
     params = SamplingParams(n=2, temperature=0, max_tokens=4, ignore_eos=True)
-    before = sampler.generate(PROMPTS[:2], params)
-    with torch.no_grad():  # an in-place change of the LM head, as an optimizer step makes
-        model.lm_head.weight.mul_(1e-3)
-        model.lm_head.weight[42] = model.lm_head.weight[42].sign() * 10
+    before = token_ids(sampler.generate(PROMPTS[:2], params))
+    # One optimizer step towards token 42 after every prompt token: the parameters change in place.
+    optimizer = torch.optim.SGD(model.parameters(), lr=5.0)
+    ids = torch.tensor([PROMPTS[0]])
+    loss = torch.nn.functional.cross_entropy(model(ids).logits[0], torch.full((ids.shape[1],), 42))
+    loss.backward()
+    optimizer.step()
+    after = token_ids(sampler.generate(PROMPTS[:2], params))
+    expected = [[hf_greedy(model, p, 4)] * 2 for p in PROMPTS[:2]]
+    assert after == expected
+    assert after != before
     sampler.free()
-    assert sampler.block_manager is None
-    after = sampler.generate(PROMPTS[:2], params)
-    expected = [hf_greedy(model, p, 4) for p in PROMPTS[:2] for _ in range(2)]
-    assert [c.token_ids for g in after for c in g.completions] == expected
-    assert before != after
+    assert sampler.num_blocks == 0 and sampler.runner.k_caches == []
+    assert token_ids(sampler.generate(PROMPTS[:2], params)) == expected
 
 
 def test_stop_tokens_and_strings_and_min_tokens():
@@ -148,38 +231,69 @@ def test_stop_tokens_and_strings_and_min_tokens():
     out = sampler.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=10, min_tokens=10,
                                                         stop_token_ids=[stop_token]))  # fmt: skip
     assert out[0].completions[0].token_ids == greedy  # the stop token is ignored until 10 tokens exist
+    assert out[0].completions[0].finish_reason == ("stop" if greedy[-1] == stop_token else "length")
+
+
+def test_eos_stops_unless_ignored_and_max_model_len_ends_with_length():
+    model = make("qwen2-tied")
+    greedy = hf_greedy(model, PROMPTS[1], 8)
+    model.generation_config.eos_token_id = greedy[2]
+    out = Sampler(model, block_size=4).generate([PROMPTS[1]], SamplingParams(temperature=0, max_tokens=8))
+    assert out[0].completions[0].token_ids == greedy[: greedy.index(greedy[2]) + 1]
+    assert out[0].completions[0].finish_reason == "stop"
+    model.generation_config.eos_token_id = None
+    short = Sampler(model, block_size=4, max_model_len=len(PROMPTS[1]) + 3)
+    out = short.generate([PROMPTS[1]], SamplingParams(temperature=0, max_tokens=8, logprobs=False))
+    assert out[0].completions[0].token_ids == greedy[:3]
+    assert out[0].completions[0].finish_reason == "length" and out[0].completions[0].logprobs == []
+
+
+def test_a_sequence_that_outgrows_the_whole_pool_raises_instead_of_looping():
+    model = make("qwen2-tied")
+    sampler = Sampler(model, block_size=4, kv_cache_memory=pool_of(model, 3))  # 12 tokens in all
+    with pytest.raises(ValueError, match="needs 4 KV blocks but the pool has 3"):
+        sampler.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    # The sampler is still usable afterwards: the next call starts from a clean pool.
+    out = sampler.generate([PROMPTS[0]], SamplingParams(n=2, temperature=0, max_tokens=7, ignore_eos=True))
+    assert token_ids(out) == [[hf_greedy(model, PROMPTS[0], 7)] * 2]
 
 
 def test_bad_input_raises_clear_errors():
     model = make("qwen2-tied")
     sampler = Sampler(model, block_size=4, max_model_len=16)
     params = SamplingParams(max_tokens=2)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
         sampler.generate([[1, 2], []], params)
+    with pytest.raises(ValueError, match="non-empty list"):
+        sampler.generate([], params)
     with pytest.raises(ValueError, match="max_model_len"):
         sampler.generate([list(range(16))], params)
     with pytest.raises(ValueError, match="outside"):
         sampler.generate([[VOCAB]], params)
+    with pytest.raises(TypeError, match="list of token ids"):
+        sampler.generate(["hello"], params)
+    with pytest.raises(TypeError, match="SamplingParams"):
+        sampler.generate([[1]], {"n": 2})
     with pytest.raises(ValueError, match="n must be"):
         SamplingParams(n=0)
     with pytest.raises(ValueError, match="stop strings need"):
         sampler.generate([[1]], SamplingParams(stop=["x"]))
     with pytest.raises(ValueError, match="unsupported model type"):
         Sampler(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)))
-    tiny_pool = Sampler(model, block_size=4, kv_cache_memory=sampler.runner.bytes_per_block(4) * 2)
-    with pytest.raises(ValueError, match="KV blocks"):
-        tiny_pool.generate([list(range(12))], params)
-
-
-@pytest.mark.gpu
-def test_greedy_on_cuda_matches_hf_generate():
-    model = make("qwen2-tied").cuda()
-    sampler = Sampler(model, block_size=16)
-    groups = sampler.generate(PROMPTS, SamplingParams(n=2, temperature=0, max_tokens=12, ignore_eos=True))
-    for prompt, group in zip(PROMPTS, groups, strict=True):
-        out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=12, min_new_tokens=12,
-                             do_sample=False)  # fmt: skip
-        assert group.completions[0].token_ids == out[0, len(prompt) :].tolist()
+    with pytest.raises(ValueError, match="attention backend"):
+        Sampler(model, attention_backend="flash")
+    with pytest.raises(ValueError, match="block_size"):
+        Sampler(model, block_size=0)
+    with pytest.raises(ValueError, match="less than one KV block"):
+        Sampler(model, kv_cache_memory=10)
+    windowed = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=8))
+    with pytest.raises(ValueError, match="sliding window of 8"):
+        Sampler(windowed)
+    Sampler(windowed, max_model_len=8)  # fits in the window: exact
+    longrope = dict(rope_type="longrope", factor=2.0, short_factor=[1.0] * 4, long_factor=[1.0] * 4,
+                    original_max_position_embeddings=64)  # fmt: skip
+    with pytest.raises(ValueError, match="unsupported rope type 'longrope'"):
+        Sampler(LlamaForCausalLM(LlamaConfig(**COMMON, rope_scaling=longrope)))
 
 
 def test_triton_attention_path_matches_hf_generate():
@@ -191,3 +305,59 @@ def test_triton_attention_path_matches_hf_generate():
     groups = sampler.generate(PROMPTS[:2], SamplingParams(n=2, temperature=0, max_tokens=6, ignore_eos=True))
     for prompt, group in zip(PROMPTS[:2], groups, strict=True):
         assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, 6)] * 2
+
+
+# -- CUDA ---------------------------------------------------------------------------------------------------------
+
+
+def cuda_model(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(0)  # head_dim 64: the Triton kernels (and so the CUDA graphs) run
+    config = Qwen2Config(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1})
+    return Qwen2ForCausalLM(config).to(device="cuda", dtype=dtype).eval()
+
+
+def cuda_greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False)  # fmt: skip
+    return out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_greedy_on_cuda_matches_hf_generate(cuda_graphs):
+    model = cuda_model()
+    sampler = Sampler(model, block_size=16, max_num_seqs=8, cuda_graphs=cuda_graphs)
+    groups = sampler.generate(PROMPTS, SamplingParams(n=2, temperature=0, max_tokens=20, ignore_eos=True))
+    assert (sampler.runner.num_graph_replays > 0) == cuda_graphs
+    for prompt, group in zip(PROMPTS, groups, strict=True):
+        assert [c.token_ids for c in group.completions] == [cuda_greedy(model, prompt, 20)] * 2
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_see_in_place_updates_and_replaced_parameters():
+    model = cuda_model()
+    sampler = Sampler(model, block_size=16, max_num_seqs=4)
+    params = SamplingParams(n=3, temperature=0, max_tokens=8, ignore_eos=True)
+    sampler.generate(PROMPTS[:1], params)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # in place: the captured graphs read it
+    assert token_ids(sampler.generate(PROMPTS[:1], params)) == [[cuda_greedy(model, PROMPTS[0], 8)] * 3]
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() * 2.0)  # a new tensor: recapture
+    assert token_ids(sampler.generate(PROMPTS[:1], params)) == [[cuda_greedy(model, PROMPTS[0], 8)] * 3]
+    sampler.free()
+    assert token_ids(sampler.generate(PROMPTS[:1], params)) == [[cuda_greedy(model, PROMPTS[0], 8)] * 3]
+
+
+@pytest.mark.gpu
+def test_bf16_logprobs_on_cuda_are_close_to_the_models_forward(seed):
+    model = cuda_model(torch.bfloat16)
+    sampler = Sampler(model, block_size=16)
+    groups = sampler.generate(PROMPTS, SamplingParams(n=4, temperature=1.0, seed=seed, max_tokens=16,
+                                                      ignore_eos=True))  # fmt: skip
+    for prompt, group in zip(PROMPTS, groups, strict=True):
+        for completion in group.completions:
+            ids = torch.tensor([prompt + completion.token_ids], device="cuda")
+            with torch.no_grad():
+                logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+            want = torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt) :, None])[:, 0]
+            torch.testing.assert_close(torch.tensor(completion.logprobs, device="cuda"), want, rtol=0, atol=0.1)
