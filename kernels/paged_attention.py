@@ -30,11 +30,14 @@ SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 LOG2E = 1.4426950408889634
 
-# Tile sizes and warps, in one place. TILE_N: keys per iteration (>= 16 for tl.dot). MIN_QUERY_ROWS: tl.dot needs
-# >= 16 rows, so decode pads its H_q / H_kv heads up to 16. PREFILL_ROWS: target query rows (BLOCK_Q * BLOCK_G) of a
-# prefill program. Decode splits: only when S * H_kv programs leave SMs idle, each split keeping >= MIN_SPLIT_TOKENS
-# keys of capacity.
-TILE_N = 32
+# Tile sizes and warps, in one place. TILE_N: keys per iteration (>= 16 for tl.dot); the gathered K/V addresses are
+# one 64-bit pointer per element, so registers grow with it: compiled for sm_90 with ptxas (no GPU needed), 16 keys
+# take 80-180 registers and spill nothing in every decode / prefill configuration of the tests, 32 keys take up to 255
+# and 64 spill. MIN_QUERY_ROWS: tl.dot needs >= 16 rows, so decode pads its H_q / H_kv heads up to 16.
+# PREFILL_ROWS: target query rows (BLOCK_Q * BLOCK_G) of a prefill program; 8 warps once rows * BLOCK_D > WARP4_ELEMS.
+# Decode splits: only when S * H_kv programs leave SMs idle, each split keeping >= MIN_SPLIT_TOKENS keys of capacity.
+TILE_N = 16
+WARP4_ELEMS = 4096
 MIN_QUERY_ROWS = 16
 PREFILL_ROWS = 64
 MAX_SPLITS = 16
@@ -94,7 +97,10 @@ def _paged_attention_kernel(
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
 
     # Keys this tile can see: up to its last query's position (causal); this split's share of their tiles.
-    kv_end = tl.minimum(context_len, context_len - q_len + tl.minimum(q_first + BLOCK_Q, q_len))
+    if DECODE:
+        kv_end = context_len
+    else:
+        kv_end = tl.minimum(context_len, context_len - q_len + tl.minimum(q_first + BLOCK_Q, q_len))
     num_tiles = tl.cdiv(kv_end, TILE)
     per_split = tl.cdiv(num_tiles, NUM_SPLITS)
     tile_lo = split * per_split
@@ -207,14 +213,25 @@ def _default_num_splits(programs: int, max_context: int, device: torch.device) -
     return splits
 
 
+def kernel_config(dtype: torch.dtype, h_q: int, h_kv: int, d: int, block_size: int, block_q: int, num_splits: int,
+                  decode: bool) -> dict:  # fmt: skip
+    """The constexprs and num_warps of one _paged_attention_kernel launch (also used to compile it in the tests)."""
+    group = h_q // h_kv
+    block_g = max(triton.next_power_of_2(group), MIN_QUERY_ROWS // block_q)  # tl.dot needs >= 16 rows
+    block_d = triton.next_power_of_2(d)
+    return dict(
+        GROUP=group, BLOCK_G=block_g, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_SIZE=block_size, BLOCK_Q=block_q,
+        TILE=TILE_N, NUM_SPLITS=num_splits, DECODE=decode, PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        UPCAST=dtype == torch.bfloat16 and _interpreting(),
+        num_warps=4 if block_q * block_g * block_d <= WARP4_ELEMS else 8,
+    )  # fmt: skip
+
+
 def _launch(q, k_cache, v_cache, block_tables, context_lens, query_start_loc, tile_seq, tile_first, out, scale,
             grid0: int, block_q: int, num_splits: int, decode: bool) -> None:  # fmt: skip
     h_q, d = q.shape[1], q.shape[2]
     h_kv, block_size = k_cache.shape[2], k_cache.shape[1]
-    group = h_q // h_kv
-    block_g = max(triton.next_power_of_2(group), MIN_QUERY_ROWS // block_q)  # tl.dot needs >= 16 rows
-    block_d = triton.next_power_of_2(d)
-    warps = 4 if block_q * block_g * block_d <= 8192 else 8
+    config = kernel_config(q.dtype, h_q, h_kv, d, block_size, block_q, num_splits, decode)
     if num_splits > 1:
         part_m = torch.empty(q.shape[0], h_q, num_splits, device=q.device, dtype=torch.float32)
         part_l = torch.empty_like(part_m)
@@ -230,15 +247,12 @@ def _launch(q, k_cache, v_cache, block_tables, context_lens, query_start_loc, ti
         scale * LOG2E, h_q,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), block_tables.stride(1), out.stride(0), out.stride(1),
-        GROUP=group, BLOCK_G=block_g, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_SIZE=block_size, BLOCK_Q=block_q,
-        TILE=TILE_N, NUM_SPLITS=num_splits, DECODE=decode,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=q.dtype == torch.bfloat16 and _interpreting(), num_warps=warps,
+        **config,
     )  # fmt: skip
     if num_splits > 1:
         _merge_splits_kernel[(q.shape[0], h_q)](
             part_acc, part_m, part_l, out, h_q, out.stride(0), out.stride(1),
-            NUM_SPLITS=num_splits, HEAD_DIM=d, BLOCK_D=block_d,
+            NUM_SPLITS=num_splits, HEAD_DIM=d, BLOCK_D=config["BLOCK_D"],
         )  # fmt: skip
 
 

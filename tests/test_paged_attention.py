@@ -207,6 +207,79 @@ def test_attention_rejects_bad_input():
             call()
 
 
+# Compiles the kernels for an H100 (sm_90) with Triton's bundled ptxas: no GPU needed, so a CPU-only run still
+# catches what the interpreter accepts and the compiler does not (tl.dot shapes, dtypes, control flow), and register
+# spills. Runs in a subprocess because this one has TRITON_INTERPRET=1.
+COMPILE_SCRIPT = r"""
+import glob, json, os, subprocess, sys, tempfile
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from r1fast.kernels import kv_store, paged_attention as pa
+
+bins = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+target = GPUTarget("cuda", 90, 32)
+names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+def compile_(fn, types, constexprs, num_warps=4):
+    sig = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
+    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=target,
+                            options={"num_warps": num_warps})
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(kernel.asm["ptx"])
+    for ptxas in sorted(glob.glob(os.path.join(bins, "ptxas*")), reverse=True):  # the newest PTX version first
+        run = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull], capture_output=True,
+                             text=True)
+        if run.returncode == 0:
+            return [line for line in run.stderr.splitlines() if "spill" in line]
+    raise RuntimeError("no bundled ptxas accepted the PTX: " + run.stderr[-300:])
+
+report = []
+cases = [(torch.bfloat16, 14, 2, 64, 16, 1, 1, True), (torch.bfloat16, 14, 2, 64, 16, 1, 8, True),
+         (torch.float16, 4, 2, 80, 5, 1, 2, True), (torch.float32, 2, 2, 96, 16, 1, 1, True),
+         (torch.bfloat16, 8, 1, 256, 16, 1, 4, True),
+         (torch.bfloat16, 14, 2, 64, 16, pa.prefill_block_q(7, 64), 1, False),
+         (torch.bfloat16, 12, 2, 128, 16, pa.prefill_block_q(6, 128), 1, False),
+         (torch.float32, 2, 2, 80, 4, pa.prefill_block_q(1, 80), 1, False),
+         (torch.float16, 16, 2, 256, 16, pa.prefill_block_q(8, 256), 1, False)]
+for dtype, h_q, h_kv, d, block_size, block_q, splits, decode in cases:
+    config = pa.kernel_config(dtype, h_q, h_kv, d, block_size, block_q, splits, decode)
+    warps = config.pop("num_warps")
+    io = "*" + names[dtype]
+    part = "*fp32" if splits > 1 else io
+    types = dict(q_ptr=io, k_cache_ptr=io, v_cache_ptr=io, out_ptr=io, part_acc_ptr=part, part_m_ptr=part,
+                 part_l_ptr=part, block_tables_ptr="*i32", context_lens_ptr="*i32", query_start_loc_ptr="*i32",
+                 tile_seq_ptr="*i32", tile_first_ptr="*i32", scale_log2="fp32")
+    report.append(compile_(pa._paged_attention_kernel, types, config, warps))
+    if splits > 1:
+        types = dict(part_acc_ptr="*fp32", part_m_ptr="*fp32", part_l_ptr="*fp32", out_ptr=io)
+        report.append(compile_(pa._merge_splits_kernel, types,
+                               dict(NUM_SPLITS=splits, HEAD_DIM=d, BLOCK_D=config["BLOCK_D"])))
+types = dict(k_ptr="*fp32", v_ptr="*fp32", k_cache_ptr="*bf16", v_cache_ptr="*bf16", slot_ptr="*i64", num_slots="i64")
+report.append(compile_(kv_store._store_kv_kernel, types,
+                       dict(NUM_KV_HEADS=2, BLOCK_H=2, HEAD_DIM=80, BLOCK_D=128, BLOCK_SIZE=16)))
+print(json.dumps(report))
+"""
+
+
+def test_kernels_compile_for_sm90_without_spills():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    triton = pytest.importorskip("triton")
+    bins = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    if not any(name.startswith("ptxas") for name in (os.listdir(bins) if os.path.isdir(bins) else [])):
+        pytest.skip("this triton install bundles no ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    for lines in report:
+        assert lines and all(" 0 bytes spill stores, 0 bytes spill loads" in line for line in lines), report
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # store_kv
 # ---------------------------------------------------------------------------------------------------------------

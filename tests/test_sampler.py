@@ -307,6 +307,31 @@ def test_triton_attention_path_matches_hf_generate():
         assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, 6)] * 2
 
 
+def test_padded_decode_batch_of_a_cuda_graph_bucket_gives_the_eager_logits():
+    # What a captured decode graph computes, run eagerly (Triton interpreter): the batch copied into the static
+    # buffers and padded to its bucket must give the same logits for the real rows.
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2})).eval()
+    sampler = Sampler(model, block_size=4, attention_backend="triton", max_num_seqs=8, max_model_len=32)
+    runner, checked = sampler.runner, []
+    forward = runner.forward
+
+    def checking_forward(batch, seq_lens):
+        logits = forward(batch, seq_lens)
+        if batch.decode and not checked:
+            inputs = runner.static_inputs()
+            bucket = runner.stage(inputs, batch)
+            padded = runner._run(runner.bucket_batch(inputs, bucket), None)
+            torch.testing.assert_close(padded[: len(seq_lens)], logits, rtol=1e-5, atol=1e-5)
+            checked.append((len(seq_lens), bucket))
+        return logits
+
+    runner.forward = checking_forward
+    sampler.generate(PROMPTS[:3], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert checked == [(3, 4)]
+    assert runner.buckets() == [1, 2, 4, 8]
+
+
 # -- CUDA ---------------------------------------------------------------------------------------------------------
 
 

@@ -226,15 +226,11 @@ class ModelRunner:
     def _drop_graphs(self) -> None:
         self._graphs, self._graph_outputs, self._graph_inputs, self._graph_key = {}, {}, {}, None
 
-    def _capture(self) -> None:
-        """Capture one decode graph per bucket, largest first so that the smaller ones reuse its memory pool.
-
-        Static inputs are max-size buffers; bucket b reads their first b rows. Padding rows write nothing (slot -1)
-        and attend to nothing (context length 0).
-        """
+    def static_inputs(self) -> dict[str, torch.Tensor]:
+        """The max-size input buffers that captured decode graphs read (bucket b reads the first b rows)."""
         size, device = self.max_num_seqs, self.device
         width = -(-self.max_model_len // self.block_size)
-        inputs = dict(
+        return dict(
             input_ids=torch.zeros(size, dtype=torch.int64, device=device),
             positions=torch.zeros(size, dtype=torch.int64, device=device),
             slot_mapping=torch.full((size,), -1, dtype=torch.int64, device=device),
@@ -242,10 +238,35 @@ class ModelRunner:
             context_lens=torch.zeros(size, dtype=torch.int32, device=device),
             query_start_loc=torch.arange(size + 1, dtype=torch.int32, device=device),
         )
+
+    @staticmethod
+    def bucket_batch(inputs: dict[str, torch.Tensor], b: int) -> Batch:
+        """The decode batch of bucket b over the static buffers."""
+        views = {k: v[: b + 1] if k == "query_start_loc" else v[:b] for k, v in inputs.items()}
+        return Batch(**views, max_query_len=1, fresh=False, decode=True)
+
+    def stage(self, inputs: dict[str, torch.Tensor], batch: Batch) -> int:
+        """Copy a decode batch of S <= max_num_seqs sequences into the static buffers and pad it to its bucket b
+        (returned): padding rows write nothing (slot -1) and attend to nothing (context length 0)."""
+        s = batch.input_ids.shape[0]
+        b = next(b for b in self.buckets() if b >= s)
+        for name in ("input_ids", "positions", "slot_mapping", "context_lens"):
+            inputs[name][:s].copy_(getattr(batch, name))
+        inputs["slot_mapping"][s:b].fill_(-1)
+        inputs["context_lens"][s:b].zero_()
+        inputs["input_ids"][s:b].zero_()
+        inputs["positions"][s:b].zero_()
+        width = batch.block_tables.shape[1]
+        inputs["block_tables"][:s, :width].copy_(batch.block_tables)  # entries past a sequence's pages: never read
+        return b
+
+    def _capture(self) -> None:
+        """Capture one decode graph per bucket, largest first so that the smaller ones reuse its memory pool."""
+        device = self.device
+        inputs = self.static_inputs()
         pool = None
         for b in reversed(self.buckets()):
-            batch = Batch(**{k: v[: b + 1] if k == "query_start_loc" else v[:b] for k, v in inputs.items()},
-                          max_query_len=1, fresh=False, decode=True)  # fmt: skip
+            batch = self.bucket_batch(inputs, b)
             stream = torch.cuda.Stream(device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm-up: compiles the kernels outside the capture
@@ -264,16 +285,7 @@ class ModelRunner:
         s = batch.input_ids.shape[0]
         if s > self.max_num_seqs:
             return self._run(batch, None)
-        b = next(b for b in self.buckets() if b >= s)
-        g = self._graph_inputs
-        for name in ("input_ids", "positions", "slot_mapping", "context_lens"):
-            g[name][:s].copy_(getattr(batch, name))
-        g["slot_mapping"][s:b].fill_(-1)
-        g["context_lens"][s:b].zero_()
-        g["input_ids"][s:b].zero_()
-        g["positions"][s:b].zero_()
-        width = batch.block_tables.shape[1]
-        g["block_tables"][:s, :width].copy_(batch.block_tables)  # entries past a sequence's pages are never read
+        b = self.stage(self._graph_inputs, batch)
         self._graphs[b].replay()
         self.num_graph_replays += 1
         return self._graph_outputs[b][:s].clone()
