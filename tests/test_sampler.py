@@ -185,7 +185,7 @@ def test_seeds_reproduce_and_differ(seed):
     first = token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed)))
     assert first == token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed)))
     assert first != token_ids(sampler.generate(PROMPTS, SamplingParams(**params, seed=seed + 1)))
-    # A seeded sequence draws from its own generator: preemption and recompute do not change its tokens.
+    # A seeded sequence's draws are keyed by its seed and position: preemption and recompute do not change them.
     model = sampler.runner.model
     small = Sampler(model, block_size=4, kv_cache_memory=pool_of(model, 12))
     assert token_ids(small.generate(PROMPTS, SamplingParams(**params, seed=seed))) == first
@@ -305,6 +305,32 @@ def test_triton_attention_path_matches_hf_generate():
     groups = sampler.generate(PROMPTS[:2], SamplingParams(n=2, temperature=0, max_tokens=6, ignore_eos=True))
     for prompt, group in zip(PROMPTS[:2], groups, strict=True):
         assert [c.token_ids for c in group.completions] == [hf_greedy(model, prompt, 6)] * 2
+
+
+def test_triton_sampling_is_seeded_per_sequence_whatever_the_batch():
+    # The Triton race (interpreted) keys each draw by (seed, prompt, child, position): a pool small enough to
+    # preempt, or one prompt generated alone, gives every completion the same tokens.
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2})).eval()
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=6, ignore_eos=True, seed=11)
+    sampler = Sampler(model, block_size=4, attention_backend="triton")
+    assert sampler.runner.triton_sampling
+    first = token_ids(sampler.generate(PROMPTS[:3], params))
+    assert len({tuple(c) for c in first[0]}) > 1  # siblings diverge
+    small = Sampler(model, block_size=4, attention_backend="triton", kv_cache_memory=pool_of(model, 10))
+    assert token_ids(small.generate(PROMPTS[:3], params)) == first
+    assert small.last_scheduler.num_preemptions > 0
+    assert token_ids(sampler.generate(PROMPTS[:1], params)) == first[:1]
+
+
+def test_unseeded_generate_follows_torch_manual_seed():
+    sampler = Sampler(make("qwen3"), block_size=4)
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=6, ignore_eos=True)
+    torch.manual_seed(5)
+    first = token_ids(sampler.generate(PROMPTS, params))
+    torch.manual_seed(5)
+    assert token_ids(sampler.generate(PROMPTS, params)) == first
+    assert token_ids(sampler.generate(PROMPTS, params)) != first
 
 
 def test_padded_decode_batch_of_a_cuda_graph_bucket_gives_the_eager_logits():

@@ -7,9 +7,18 @@ import math
 import pytest
 import torch
 
-from r1fast.sampler.sampling import SamplingParams, apply_repetition_penalty, filter_logits, sample_next
+from r1fast.sampler.sampling import (
+    SamplingParams,
+    apply_repetition_penalty,
+    filter_logits,
+    mix_seed,
+    sample_next,
+    torch_exponential_race,
+)
 
 DRAWS = 4000
+# kernel=True: r1fast.kernels.sampling under the Triton interpreter (tests/conftest.py sets it without CUDA).
+PATHS = pytest.mark.parametrize("kernel", [False, True], ids=["torch", "triton"])
 
 
 def chi_square_critical(df: int, p: float = 1e-4) -> float:
@@ -18,10 +27,11 @@ def chi_square_critical(df: int, p: float = 1e-4) -> float:
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
-def draw(logits: torch.Tensor, params: SamplingParams, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def draw(logits: torch.Tensor, params: SamplingParams, seed: int, kernel: bool) -> torch.Tensor:
+    """Counts of DRAWS tokens, one per row, each row with its own seed."""
     rows = logits.expand(DRAWS, -1)
-    tokens, _ = sample_next(rows, [params] * DRAWS, [gen] * DRAWS, [[]] * DRAWS)
+    seeds = [mix_seed(seed, row) for row in range(DRAWS)]
+    tokens, _ = sample_next(rows, [params] * DRAWS, seeds, [7] * DRAWS, [[]] * DRAWS, kernel=kernel)
     return torch.bincount(tokens, minlength=logits.shape[-1]).double()
 
 
@@ -37,59 +47,120 @@ LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 1.7])
-def test_temperature_samples_softmax_of_scaled_logits(temperature, seed):
-    counts = draw(LOGITS, SamplingParams(temperature=temperature), seed)
+@PATHS
+def test_temperature_samples_softmax_of_scaled_logits(temperature, seed, kernel):
+    counts = draw(LOGITS, SamplingParams(temperature=temperature), seed, kernel)
     assert_follows(counts, torch.softmax(LOGITS.double() / temperature, -1))
 
 
-def test_top_k_keeps_the_k_largest(seed):
-    counts = draw(LOGITS, SamplingParams(top_k=3), seed)
+@PATHS
+def test_top_k_keeps_the_k_largest(seed, kernel):
+    counts = draw(LOGITS, SamplingParams(top_k=3), seed, kernel)
     probs = torch.softmax(LOGITS.double(), -1)
     probs[3:] = 0
     assert_follows(counts, probs / probs.sum())
 
 
-def test_top_p_keeps_the_smallest_prefix_reaching_p(seed):
+@PATHS
+def test_top_p_keeps_the_smallest_prefix_reaching_p(seed, kernel):
     probs = torch.softmax(LOGITS.double(), -1)
     cumulative = probs.cumsum(0)
     keep = int((cumulative < 0.8).sum()) + 1  # the prefix whose mass first reaches 0.8
-    counts = draw(LOGITS, SamplingParams(top_p=0.8), seed)
+    counts = draw(LOGITS, SamplingParams(top_p=0.8), seed, kernel)
     probs[keep:] = 0
     assert_follows(counts, probs / probs.sum())
 
 
-def test_min_p_drops_tokens_below_a_fraction_of_the_top(seed):
+@PATHS
+def test_min_p_drops_tokens_below_a_fraction_of_the_top(seed, kernel):
     probs = torch.softmax(LOGITS.double(), -1)
-    counts = draw(LOGITS, SamplingParams(min_p=0.2), seed)
+    counts = draw(LOGITS, SamplingParams(min_p=0.2), seed, kernel)
     probs[probs < 0.2 * probs.max()] = 0
     assert_follows(counts, probs / probs.sum())
 
 
-def test_greedy_logprobs_and_seeded_reproducibility(seed):
+@PATHS
+def test_greedy_logprobs_and_seeded_reproducibility(seed, kernel):
     logits = torch.randn(5, 11)
     params = [SamplingParams(temperature=0.0)] * 5
-    tokens, logps = sample_next(logits, params, [None] * 5, [[]] * 5)
+    seeds, steps = [mix_seed(seed, row) for row in range(5)], [3] * 5
+    tokens, logps = sample_next(logits, params, seeds, steps, [[]] * 5, kernel=kernel)
     assert torch.equal(tokens, logits.argmax(-1))
     torch.testing.assert_close(logps, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0])
     sampled = [SamplingParams(temperature=0.9, top_k=4)] * 5
-    a, la = sample_next(logits, sampled, [torch.Generator().manual_seed(seed)] * 5, [[]] * 5)
-    b, _ = sample_next(logits, sampled, [torch.Generator().manual_seed(seed)] * 5, [[]] * 5)
+    a, la = sample_next(logits, sampled, seeds, steps, [[]] * 5, kernel=kernel)
+    b, _ = sample_next(logits, sampled, seeds, steps, [[]] * 5, kernel=kernel)
     assert torch.equal(a, b)
     # The returned log-prob is of the unfiltered temperature-scaled distribution (what the trainer recomputes).
     torch.testing.assert_close(la, torch.log_softmax(logits / 0.9, -1).gather(-1, a[:, None])[:, 0])
+    # A row's draw depends on its (seed, step) only: alone, or next to other rows, it draws the same token.
+    alone = sample_next(logits[2:3], sampled[:1], seeds[2:3], steps[2:3], [[]], kernel=kernel)[0]
+    assert alone.item() == a[2].item()
+
+
+@PATHS
+def test_mixed_batch_greedy_rows_and_seeded_rows_and_a_penalised_row(seed, kernel):
+    # Greedy, sampled and penalised rows in one batch: greedy rows take the argmax of the penalised logits.
+    torch.manual_seed(seed)
+    logits = torch.randn(4, 37)
+    params = [SamplingParams(temperature=0.0, repetition_penalty=3.0), SamplingParams(temperature=1.3),
+              SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05)]  # fmt: skip
+    top = int(logits[0].argmax())
+    history = [[top], [], [], []]
+    tokens, logps = sample_next(logits, params, [1, 2, 3, 4], [0] * 4, history, kernel=kernel)
+    assert tokens[0].item() == int(apply_repetition_penalty(logits[:1], [[top]], [3.0]).argmax())
+    assert tokens[0].item() != top or logits[0, top] <= 0
+    assert tokens[2].item() == int(logits[2].argmax())
+    temps = torch.tensor([1.0, 1.3, 1.0, 0.7])[:, None]
+    want = torch.log_softmax(logits / temps, -1).gather(-1, tokens[:, None])[:, 0]
+    torch.testing.assert_close(logps, want)
+
+
+def test_both_races_give_a_long_flat_tail_its_mass(seed):
+    # 8,192 equally likely tail tokens (1/16,384 each) next to one token of probability 1/2: a tail token wins only
+    # with small noise E (~1e-4), the regime where the kernel's uniform -> exponential map must keep its precision.
+    from r1fast.kernels.sampling import exponential_race
+
+    vocab, rows = 8_193, 512
+    scores = torch.zeros(rows, vocab)
+    scores[:, 0] = math.log(vocab - 1)  # P(token 0) = (V - 1) / (2 (V - 1)) = 1 / 2
+    seeds = torch.tensor([mix_seed(seed, r) for r in range(rows)])
+    for tokens in (exponential_race(scores, seeds, torch.zeros(rows, dtype=torch.int64)),
+                   torch_exponential_race(scores, seeds.tolist(), [0] * rows)):  # fmt: skip
+        head = (tokens == 0).sum().item()
+        # Binomial(512, 1/2): 6 standard deviations is 68.
+        assert abs(head - rows / 2) < 68, head
+        assert len(set(tokens[tokens != 0].tolist())) > 0.9 * (rows - head)  # the tail spreads over many tokens
+
+
+def test_exponential_race_rejects_bad_input():
+    from r1fast.kernels.sampling import exponential_race
+
+    scores, seeds, steps = torch.zeros(3, 5), torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)
+    bad = [(scores[0], seeds, steps), (scores.long(), seeds, steps), (scores, seeds[:2], steps),
+           (scores, seeds, steps.int()), (scores.t(), seeds, steps)]  # fmt: skip
+    for args in bad:
+        with pytest.raises(ValueError):
+            exponential_race(*args)
 
 
 def test_repetition_penalty_follows_hf_semantics():
     logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
     out = apply_repetition_penalty(logits, [[0, 1, 1]], [2.0])
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]
+    # Rows without a penalty are untouched; each penalised row sees its own history only.
+    rows = torch.tensor([[2.0, -1.0, 0.5], [2.0, -1.0, 0.5], [2.0, -1.0, 0.5]])
+    out = apply_repetition_penalty(rows, [[0], [0, 1], [2, 2]], [1.0, 4.0, 0.5])
+    assert out.tolist() == [[2.0, -1.0, 0.5], [0.5, -4.0, 0.5], [2.0, -1.0, 1.0]]
 
 
 def test_filter_logits_keeps_the_top_token_and_works_per_row():
     logits = torch.tensor([[0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
-    out = filter_logits(logits, torch.tensor([1, 0]), torch.tensor([0.01, 0.5]), torch.tensor([0.99, 0.0]))
+    out = filter_logits(logits, [1, 0], torch.tensor([0.01, 0.5]), torch.tensor([0.99, 0.0]))
     assert torch.isfinite(out[0]).any()  # ties: nothing strictly below the k-th value is dropped
     assert torch.isfinite(out[1]).tolist() == [True, False, False]  # row 2: top-p 0.5 keeps the argmax only
+    out = filter_logits(torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]]), [2, -1], None, None)
+    assert torch.isfinite(out).tolist() == [[True, True, False, False], [True] * 4]  # top-k per row, -1 = off
 
 
 @pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=-1.0), dict(top_p=0.0), dict(min_p=1.0),

@@ -138,6 +138,11 @@ class ModelRunner:
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
+    @property
+    def triton_sampling(self) -> bool:
+        """Whether the next token is sampled by the Triton kernel: where the attention backend runs Triton."""
+        return self.attention_backend == "triton" or (self.attention_backend == "auto" and self.device.type == "cuda")
+
     def bytes_per_block(self, block_size: int) -> int:
         element = torch.empty((), dtype=self.dtype).element_size()
         return 2 * self.num_layers * block_size * self.num_kv_heads * self.head_dim * element

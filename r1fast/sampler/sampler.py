@@ -10,7 +10,7 @@ import torch
 from r1fast.sampler.attention import Batch
 from r1fast.sampler.block_manager import BlockManager
 from r1fast.sampler.model_runner import ModelRunner, check_model
-from r1fast.sampler.sampling import SamplingParams, sample_next
+from r1fast.sampler.sampling import SEED_BITS, SamplingParams, mix_seed, sample_next
 from r1fast.sampler.scheduler import Scheduler
 from r1fast.sampler.sequence import Sequence
 
@@ -147,12 +147,12 @@ class Sampler:
             if min(prompt) < 0 or max(prompt) >= self.vocab_size:
                 raise ValueError(f"prompt {i} holds a token id outside [0, {self.vocab_size})")
 
-    def _generator(self, params: SamplingParams, prompt_index: int, child: int) -> torch.Generator | None:
-        if params.seed is None:
-            return None
-        gen = torch.Generator(device=self.runner.device)
-        gen.manual_seed(hash((params.seed, prompt_index, child)) & ((1 << 63) - 1))
-        return gen
+    @staticmethod
+    def _base_seed(params: SamplingParams) -> int:
+        """The seed every completion's seed derives from: params.seed, or one draw of torch's CPU generator."""
+        if params.seed is not None:
+            return params.seed
+        return int(torch.randint(0, (1 << SEED_BITS) - 1, (), dtype=torch.int64))
 
     def _batch(self, seqs: list[Sequence]) -> Batch:
         bm = self.block_manager
@@ -210,9 +210,10 @@ class Sampler:
         bm = self.block_manager = BlockManager(self.num_blocks, self.block_size, self.prefix_caching)
         scheduler = Scheduler(bm, self.max_num_seqs, max_num_batched_tokens=max(8192, self.max_model_len))
         self.last_scheduler = scheduler
+        base_seed = self._base_seed(params)
         for index, prompt in enumerate(prompts):
             seq = Sequence(next(self._seq_ids), index, list(prompt), len(prompt), params,
-                           self._generator(params, index, 0), fork=params.n)  # fmt: skip
+                           mix_seed(base_seed, index, 0), fork=params.n)  # fmt: skip
             scheduler.add(seq)
         finished: list[Sequence] = []
         while scheduler.has_work():
@@ -231,7 +232,7 @@ class Sampler:
                     for child_index in range(1, seq.fork):
                         child = Sequence(next(self._seq_ids), seq.prompt_index, list(seq.token_ids),
                                          seq.num_prompt_tokens, params,
-                                         self._generator(params, seq.prompt_index, child_index),
+                                         mix_seed(base_seed, seq.prompt_index, child_index),
                                          child_index=child_index, status=seq.status)  # fmt: skip
                         bm.fork(seq, child)
                         family.append(child)
@@ -241,8 +242,9 @@ class Sampler:
                 row_of.extend([row] * len(family))
             if row_of != list(range(len(seqs))):
                 logits = logits[row_of]
-            tokens, logps = sample_next(logits, [s.params for s in rows], [s.generator for s in rows],
-                                        [s.token_ids for s in rows])  # fmt: skip
+            tokens, logps = sample_next(logits, [s.params for s in rows], [s.seed for s in rows],
+                                        [len(s) for s in rows], [s.token_ids for s in rows],
+                                        kernel=self.runner.triton_sampling)  # fmt: skip
             for seq, token, logp in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
                 seq.token_ids.append(token)
                 if params.logprobs:

@@ -16,8 +16,9 @@ class SamplingParams:
     top_p in (0, 1]; min_p in [0, 1); repetition_penalty > 0 (1 = off; HF semantics over prompt + completion).
     max_tokens / min_tokens: completion length bounds (stop tokens and strings are ignored before min_tokens).
     stop_token_ids: extra stop ids (the model's EOS stops too unless ignore_eos). stop: stop strings (need the
-    sampler's tokenizer; the completion ends with the token that completes the string). seed: None = unseeded;
-    otherwise completion i of prompt p draws from its own generator seeded with (seed, p, i).
+    sampler's tokenizer; the completion ends with the token that completes the string). seed: None = drawn from
+    torch's default CPU generator (torch.manual_seed reproduces a call); otherwise completion i of prompt p draws its
+    t-th token from noise keyed by (seed, p, i) and t alone: preemption or batch composition do not change it.
     logprobs: return the log-prob of each sampled token under log_softmax(logits / temperature) of the raw model
     logits — before repetition penalty and top-k/top-p/min-p filtering, i.e. what the trainer recomputes
     (temperature 0 reports log_softmax(logits)).
@@ -61,74 +62,130 @@ class SamplingParams:
         self.stop_token_ids = [int(t) for t in self.stop_token_ids]
 
 
+SEED_BITS = 63  # seeds are stored in int64 tensors
+
+
+def mix_seed(*values: int) -> int:
+    """A SEED_BITS-bit seed from integers (splitmix64's finaliser folded over them): (seed, prompt, child) tuples
+    that differ in any value give unrelated seeds."""
+    mask = (1 << 64) - 1
+    h = 0x9E3779B97F4A7C15
+    for value in values:
+        h = (h ^ (value & mask)) * 0xBF58476D1CE4E5B9 & mask
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & mask
+        h ^= h >> 31
+    return h & ((1 << SEED_BITS) - 1)
+
+
 def apply_repetition_penalty(logits: torch.Tensor, history: list[list[int]], penalty: list[float]) -> torch.Tensor:
     """HF's repetition penalty: a seen token's logit is divided by the penalty if positive, multiplied if not.
 
-    logits: [S, V] float32 (modified copy returned); history: S token lists; penalty: S floats.
+    logits: [S, V] float32; history: S token lists (prompt + completion); penalty: S floats (1 = off).
+    One scatter over the rows that have a penalty; returns a new [S, V] tensor (logits itself if no row has one).
     """
-    logits = logits.clone()
-    for row, (tokens, p) in enumerate(zip(history, penalty, strict=True)):
-        if p == 1.0 or not tokens:
-            continue
-        idx = torch.tensor(sorted(set(tokens)), device=logits.device)
-        seen = logits[row, idx]
-        logits[row, idx] = torch.where(seen > 0, seen / p, seen * p)
+    rows = [r for r, (tokens, p) in enumerate(zip(history, penalty, strict=True)) if p != 1.0 and tokens]
+    if not rows:
+        return logits
+    device = logits.device
+    width = max(len(history[r]) for r in rows)
+    ids = torch.tensor([history[r] + [0] * (width - len(history[r])) for r in rows], device=device)
+    real = torch.tensor([[1] * len(history[r]) + [0] * (width - len(history[r])) for r in rows], device=device,
+                        dtype=torch.int32)  # fmt: skip
+    seen = torch.zeros(len(rows), logits.shape[1], dtype=torch.int32, device=device).scatter_add_(1, ids, real) > 0
+    index = torch.tensor(rows, device=device)
+    p = torch.tensor([penalty[r] for r in rows], device=device, dtype=logits.dtype)[:, None]
+    sub = logits[index]
+    out = logits.clone()
+    out[index] = torch.where(seen, torch.where(sub > 0, sub / p, sub * p), sub)
+    return out
+
+
+def filter_logits(
+    logits: torch.Tensor, top_k: list[int] | None, top_p: torch.Tensor | None, min_p: torch.Tensor | None
+) -> torch.Tensor:
+    """Mask (to -inf) what top-k, min-p and top-p (nucleus) exclude, row by row, in that order.
+
+    logits: [S, V] float32 at temperature; top_k: S host ints (<= 0 = off; a top-k of the largest k, no full sort);
+    top_p, min_p: [S] float on the logits' device (1 / 0 = off); None skips a filter for every row.
+    The most likely token of a row always survives (ties with the k-th value survive too). Returns [S, V].
+    """
+    vocab = logits.shape[-1]
+    if top_k is not None and any(k > 0 for k in top_k):
+        k = [min(k, vocab) if k > 0 else 0 for k in top_k]
+        k_index = torch.tensor([max(k_row, 1) - 1 for k_row in k]).to(logits.device, non_blocking=True)
+        kth = torch.topk(logits, max(k), dim=-1).values.gather(-1, k_index[:, None])
+        enabled = torch.tensor([k_row > 0 for k_row in k]).to(logits.device, non_blocking=True)
+        logits = logits.masked_fill(enabled[:, None] & (logits < kth), float("-inf"))
+    if min_p is not None:
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < min_p[:, None] * probs.amax(-1, keepdim=True), float("-inf"))
+    if top_p is not None:
+        probs = torch.softmax(logits, dim=-1)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
+        drop_sorted = above >= top_p[:, None]  # keep the smallest prefix whose mass reaches top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
     return logits
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Mask (to -inf) what top-k, min-p and top-p (nucleus) exclude, row by row, in that order.
-
-    logits: [S, V] float32 at temperature; top_k: [S] int (<= 0 = off); top_p, min_p: [S] float (1 / 0 = off).
-    The most likely token of a row always survives. Returns [S, V].
-    """
-    vocab = logits.shape[-1]
-    k = torch.where(top_k > 0, top_k.clamp(max=vocab), torch.full_like(top_k, vocab))
-    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
-    kth = sorted_logits.gather(-1, (k - 1)[:, None])
-    logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    logits = logits.masked_fill(probs < min_p[:, None] * probs.amax(-1, keepdim=True), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-    above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
-    drop_sorted = above >= top_p[:, None]  # keep the smallest prefix whose mass reaches top_p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+def torch_exponential_race(scores: torch.Tensor, seeds: list[int], steps: list[int]) -> torch.Tensor:
+    """r1fast.kernels.sampling.exponential_race's contract with torch generators (one per row, seeded with
+    mix_seed(seed, step)): argmax_v scores - log E, E ~ Exp(1). scores: [S, V] float32. Returns [S] int64."""
+    noise = torch.empty_like(scores)
+    for row, (seed, step) in enumerate(zip(seeds, steps, strict=True)):
+        generator = torch.Generator(scores.device).manual_seed(mix_seed(seed, step))
+        noise[row].exponential_(generator=generator)
+    return (scores - noise.clamp_min(torch.finfo(noise.dtype).tiny).log()).argmax(-1)
 
 
 def sample_next(
     logits: torch.Tensor,
     params: list[SamplingParams],
-    generators: list[torch.Generator | None],
+    seeds: list[int],
+    steps: list[int],
     history: list[list[int]],
+    *,
+    kernel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The next token of each of S sequences, sampled on the logits' device in float32.
 
-    logits: [S, V] raw model logits; params, generators, history (prompt + completion so far): one per row.
-    Sampling is an exponential race, argmax_v p_v / E_v with E_v ~ Exp(1), which draws v with probability p_v; a
-    seeded row draws its E from its own generator, the unseeded rows share one draw.
+    logits: [S, V] raw model logits; per row: params, a seed (< 2^63), a draw counter `steps` (the position being
+    sampled, so that a row's draw depends on (seed, step) only, not on its batch), history (prompt + completion).
+    Sampling is an exponential race, argmax_v scores_v - log E_v with E_v ~ Exp(1), which draws v with probability
+    softmax(scores)_v; kernel=True runs it as one Triton launch with Philox noise (r1fast.kernels.sampling), else
+    per row with torch generators. Greedy rows (temperature 0) take the argmax of the penalised logits.
     Returns (tokens [S] int64, logprobs [S] float32 under log_softmax(raw logits / temperature)).
     """
     logits = logits.float()
     device = logits.device
-    temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
-    logprobs_all = torch.log_softmax(logits / temps[:, None], dim=-1)
-    penalised = apply_repetition_penalty(logits, history, [p.repetition_penalty for p in params])
-    greedy = torch.tensor([p.temperature == 0 for p in params], device=device)
-    scaled = filter_logits(
-        penalised / temps[:, None],
-        torch.tensor([p.top_k for p in params], device=device),
-        torch.tensor([p.top_p for p in params], device=device, dtype=torch.float32),
-        torch.tensor([p.min_p for p in params], device=device, dtype=torch.float32),
-    )
-    noise = torch.empty_like(scaled)
-    unseeded = [row for row, gen in enumerate(generators) if gen is None]
-    if unseeded:
-        noise[unseeded] = noise[unseeded].exponential_()
-    for row, gen in enumerate(generators):
-        if gen is not None:
-            noise[row].exponential_(generator=gen)
-    race = torch.softmax(scaled, dim=-1) / noise.clamp_min(torch.finfo(noise.dtype).tiny)
-    tokens = torch.where(greedy, penalised.argmax(-1), race.argmax(-1))
-    return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
+    # One host-to-device copy per dtype for the per-row settings.
+    settings = torch.tensor([[p.temperature if p.temperature > 0 else 1.0, p.top_p, p.min_p] for p in params],
+                            dtype=torch.float32).to(device, non_blocking=True)  # fmt: skip
+    temps, top_p, min_p = settings.unbind(1)
+    scaled = logits / temps[:, None]
+    log_normaliser = torch.logsumexp(scaled, dim=-1)
+    penalties = [p.repetition_penalty for p in params]
+    penalised = apply_repetition_penalty(logits, history, penalties)
+    greedy = [p.temperature == 0 for p in params]
+    if all(greedy):
+        tokens = penalised.argmax(-1)
+    else:
+        scores = scaled if penalised is logits else penalised / temps[:, None]
+        scores = filter_logits(
+            scores,
+            [p.top_k for p in params],
+            top_p if any(p.top_p < 1 for p in params) else None,
+            min_p if any(p.min_p > 0 for p in params) else None,
+        )
+        if kernel:
+            from r1fast.kernels.sampling import exponential_race
+
+            counters = torch.tensor([seeds, steps], dtype=torch.int64).to(device, non_blocking=True)
+            tokens = exponential_race(scores, counters[0], counters[1])
+        else:
+            tokens = torch_exponential_race(scores, seeds, steps)
+        if any(greedy):
+            tokens = torch.where(torch.tensor(greedy).to(device, non_blocking=True), penalised.argmax(-1), tokens)
+    logprobs = scaled.gather(-1, tokens[:, None])[:, 0] - log_normaliser
+    return tokens, logprobs

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-import torch
-
 from r1fast.sampler.sampling import SamplingParams
 
 
@@ -21,7 +19,8 @@ class Sequence:
     """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
 
     A sequence with fork > 1 is a group parent: once its prompt is prefilled, it splits into `fork` children
-    that share its prompt blocks. block_hashes: prefix-cache names of its first full blocks (see
+    that share its prompt blocks. seed: keys the noise of its draws (r1fast.sampler.sampling.sample_next).
+    block_hashes: prefix-cache names of its first full blocks (see
     block_manager.block_hash); num_named_blocks: how many of its blocks were offered to the prefix cache.
     """
 
@@ -30,7 +29,7 @@ class Sequence:
     token_ids: list[int]
     num_prompt_tokens: int
     params: SamplingParams
-    generator: torch.Generator | None
+    seed: int
     child_index: int = 0
     fork: int = 1
     block_table: list[int] = field(default_factory=list)
