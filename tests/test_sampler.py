@@ -19,7 +19,7 @@ from transformers import (
 
 from r1fast import reference
 from r1fast.sampler import Sampler, SamplingParams
-from r1fast.sampler.attention import torch_paged_attention
+from r1fast.sampler.attention import Batch, FlashAttn, flash_attention, torch_paged_attention
 
 VOCAB = 97
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -125,6 +125,95 @@ def test_torch_paged_attention_matches_the_reference(seed):
     got = torch_paged_attention(q, k_cache, v_cache, tables, lens, starts, 0.3)
     want = reference.paged_attention(q.double(), k_cache.double(), v_cache.double(), tables, lens, starts, 0.3)
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def dense_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """flash-attn's causal attention for one sequence: q [Lq, H_q, D] over k, v [Lk, H_kv, D], queries aligned to
+    the last keys (bottom-right), GQA by repeating K/V heads."""
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    scores = torch.einsum("qhd,khd->hqk", q.double(), k.double()) * scale
+    shift = k.shape[0] - q.shape[0]
+    allowed = torch.arange(k.shape[0])[None, :] <= torch.arange(q.shape[0])[:, None] + shift
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
+    return torch.einsum("hqk,khd->qhd", probs, v.double()).to(q.dtype)
+
+
+def paged_rows(cache: torch.Tensor, table: torch.Tensor, n: int) -> torch.Tensor:
+    pos = torch.arange(n)
+    return cache[table.long()[pos // cache.shape[1]], pos % cache.shape[1]]
+
+
+def fake_flash_attn(calls: list[str]) -> FlashAttn:
+    """Stand-ins for flash_attn_varlen_func / flash_attn_with_kvcache with their documented semantics and layouts,
+    which check the constraints flash-attn enforces (int32 metadata, page size % 256)."""
+
+    def varlen(q, k, v, cu_q, cu_k, max_q, max_k, softmax_scale, causal, block_table=None):
+        assert causal and cu_q.dtype == cu_k.dtype == torch.int32
+        calls.append("varlen" if block_table is None else "varlen-paged")
+        out = torch.empty_like(q)
+        for s in range(cu_q.numel() - 1):
+            lq, lk = int(cu_q[s + 1] - cu_q[s]), int(cu_k[s + 1] - cu_k[s])
+            assert lq <= max_q and lk <= max_k
+            if block_table is None:
+                ks, vs = k[int(cu_k[s]) : int(cu_k[s + 1])], v[int(cu_k[s]) : int(cu_k[s + 1])]
+            else:
+                assert k.shape[1] % 256 == 0 and block_table.dtype == torch.int32
+                ks, vs = paged_rows(k, block_table[s], lk), paged_rows(v, block_table[s], lk)
+            out[int(cu_q[s]) : int(cu_q[s + 1])] = dense_causal(q[int(cu_q[s]) : int(cu_q[s + 1])], ks, vs,
+                                                                softmax_scale)  # fmt: skip
+        return out
+
+    def with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, causal):
+        assert causal and k_cache.shape[1] % 256 == 0 and cache_seqlens.dtype == block_table.dtype == torch.int32
+        calls.append("kvcache")
+        out = torch.empty_like(q)
+        for s in range(q.shape[0]):
+            n = int(cache_seqlens[s])
+            out[s] = dense_causal(q[s], paged_rows(k_cache, block_table[s], n), paged_rows(v_cache, block_table[s], n),
+                                  softmax_scale)  # fmt: skip
+        return out
+
+    return FlashAttn(varlen, with_kvcache)
+
+
+@pytest.mark.parametrize("block_size", [4, 256])
+def test_flash_attn_dispatch_matches_the_reference(block_size, seed):
+    # What attention() hands flash-attn on a GPU, against stand-ins with flash-attn's semantics: a fresh prefill at
+    # any block size; with pages of 256, decode (flash_attn_with_kvcache) and a prefill after a cached prefix
+    # (varlen with a block_table); with small pages, those two fall back (None).
+    h_q, h_kv, d, scale = 4, 2, 8, 0.35
+    calls: list[str] = []
+    flash = fake_flash_attn(calls)
+    context_lens, q_lens = [9, 3, 300], [[9, 3, 300], [1, 1, 1], [4, 3, 44]]
+    pages = [-(-n // block_size) for n in context_lens]
+    num_blocks = sum(pages) + 1
+    order = torch.randperm(num_blocks).to(torch.int32)
+    tables = torch.zeros(len(pages), max(pages), dtype=torch.int32)
+    start = 0
+    for s, p in enumerate(pages):
+        tables[s, :p] = order[start : start + p]
+        start += p
+    lens = torch.tensor(context_lens, dtype=torch.int32)
+    for runs, fresh in zip(q_lens, (True, False, False), strict=True):
+        k_cache = torch.randn(num_blocks, block_size, h_kv, d)
+        v_cache = torch.randn(num_blocks, block_size, h_kv, d)
+        starts = torch.tensor([0, *torch.tensor(runs).cumsum(0).tolist()], dtype=torch.int32)
+        q = torch.randn(sum(runs), h_q, d)
+        # The new tokens' K/V: the last runs[s] positions of each context, already stored in the caches.
+        new = [(s, n, r) for s, (n, r) in enumerate(zip(context_lens, runs, strict=True))]
+        k = torch.cat([paged_rows(k_cache, tables[s], n)[n - r :] for s, n, r in new])
+        v = torch.cat([paged_rows(v_cache, tables[s], n)[n - r :] for s, n, r in new])
+        batch = Batch(input_ids=torch.zeros(len(q)), positions=torch.zeros(len(q)), slot_mapping=torch.zeros(len(q)),
+                      block_tables=tables, context_lens=lens, query_start_loc=starts, max_query_len=max(runs),
+                      max_context_len=max(context_lens), fresh=fresh, decode=max(runs) == 1)  # fmt: skip
+        got = flash_attention(q, k, v, k_cache, v_cache, batch, scale, flash)
+        if block_size % 256 and not fresh:
+            assert got is None
+            continue
+        want = reference.paged_attention(q.double(), k_cache.double(), v_cache.double(), tables, lens, starts, scale)
+        torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    assert calls == (["varlen"] if block_size == 4 else ["varlen", "kvcache", "varlen-paged"])
 
 
 def test_forked_children_share_full_prompt_blocks(seed):

@@ -1,19 +1,21 @@
 """Attention over the paged KV cache, and where each backend runs.
 
 backend "auto": on CUDA, the Triton kernels of r1fast.kernels (store_kv, paged_attention_decode/_prefill) when the
-head dim is one they support, and flash-attn's flash_attn_varlen_func for a prefill whose every sequence starts from
-an empty cache (fp16/bf16, when flash-attn is installed); elsewhere the vectorised PyTorch path below.
+head dim is one they support, and flash-attn (fp16/bf16, when it is installed) where it can serve the batch (see
+flash_attention); elsewhere the vectorised PyTorch path below.
 "triton": the Triton kernels everywhere (on CPU only under TRITON_INTERPRET=1). "torch": the vectorised PyTorch
 path. "reference": r1fast.reference.paged_attention (a Python loop over sequences; the specification).
 
-flash-attn's paged-KV entry point (flash_attn_with_kvcache with a block_table) needs block_size to be a multiple of
-256; the sampler's blocks are small (16 by default) so that forks share and copy little, so flash-attn is used only
-where no cache is read: a prefill of fresh prompts (no prefix-cache hit, no recompute of a cached prefix).
+flash-attn's paged-KV entry points (flash_attn_with_kvcache and flash_attn_varlen_func with a block_table) need
+block_size to be a multiple of 256. The sampler's blocks are small by default (16) so that forks share and copy
+little; with them flash-attn serves only what reads no cache: a prefill of fresh prompts (no prefix-cache hit, no
+recompute of a cached prefix). With block_size a multiple of 256 it serves decode and every prefill.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +32,9 @@ class Batch:
     input_ids, positions, slot_mapping: [N] int64 (slot = block * block_size + offset; -1 = write nothing);
     block_tables: [S, M] int32; context_lens: [S] int32 (tokens in cache after this step, the new ones included);
     query_start_loc: [S + 1] int32 (sequence s owns tokens query_start_loc[s]:query_start_loc[s + 1], which are its
-    last positions). max_query_len: the longest query run (host int). fresh: every sequence's queries are its whole
-    context (nothing was cached before this step). decode: exactly one query per sequence.
+    last positions). max_query_len: the longest query run; max_context_len: a bound on context_lens (host ints).
+    fresh: every sequence's queries are its whole context (nothing was cached before this step). decode: exactly one
+    query per sequence.
     """
 
     input_ids: torch.Tensor
@@ -41,17 +44,56 @@ class Batch:
     context_lens: torch.Tensor
     query_start_loc: torch.Tensor
     max_query_len: int
+    max_context_len: int
     fresh: bool
     decode: bool
 
 
+FLASH_PAGE_MULTIPLE = 256  # flash-attn 2's paged KV needs page_block_size % 256 == 0
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class FlashAttn:
+    """The two flash-attn entry points the sampler calls (a seam: tests pass stand-ins)."""
+
+    varlen: Callable
+    with_kvcache: Callable
+
+
 @functools.cache
-def _flash_attn_varlen():
+def _flash_attn() -> FlashAttn | None:
     try:
-        from flash_attn import flash_attn_varlen_func
+        from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
     except ImportError:  # optional dependency
         return None
-    return flash_attn_varlen_func
+    return FlashAttn(flash_attn_varlen_func, flash_attn_with_kvcache)
+
+
+def flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: Batch,
+    scale: float, flash: FlashAttn,
+) -> torch.Tensor | None:  # fmt: skip
+    """attention() through flash-attn where it can serve the batch, else None (the caller falls back).
+
+    Fresh prefill: flash_attn_varlen_func over the new k, v ([N, H_kv, D]; any block size). With block_size a
+    multiple of FLASH_PAGE_MULTIPLE: decode through flash_attn_with_kvcache ([S, 1, H_q, D] queries over the paged
+    cache, cache_seqlens = context_lens), other prefills through flash_attn_varlen_func with a block_table. The new
+    tokens' K/V are already in the caches. Returns [N, H_q, D].
+    """
+    if batch.fresh:
+        cu = batch.query_start_loc
+        return flash.varlen(q, k, v, cu, cu, batch.max_query_len, batch.max_query_len, softmax_scale=scale,
+                            causal=True)  # fmt: skip
+    if k_cache.shape[1] % FLASH_PAGE_MULTIPLE:
+        return None
+    if batch.decode:
+        out = flash.with_kvcache(q[:, None], k_cache, v_cache, cache_seqlens=batch.context_lens,
+                                 block_table=batch.block_tables, softmax_scale=scale, causal=True)  # fmt: skip
+        return out[:, 0]
+    cu_k = torch.nn.functional.pad(batch.context_lens.cumsum(0, dtype=torch.int32), (1, 0))
+    return flash.varlen(q, k_cache, v_cache, batch.query_start_loc, cu_k, batch.max_query_len, batch.max_context_len,
+                        softmax_scale=scale, causal=True, block_table=batch.block_tables)  # fmt: skip
 
 
 @functools.cache
@@ -151,11 +193,10 @@ def attention(
     if backend == "reference":
         return reference.paged_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens,
                                          batch.query_start_loc, scale)  # fmt: skip
-    flash = _flash_attn_varlen() if backend == "auto" else None
-    if flash is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and batch.fresh:
-        # A fresh prefill attends only to its own new tokens: no cache read, any block size.
-        cu = batch.query_start_loc
-        return flash(q, k, v, cu, cu, batch.max_query_len, batch.max_query_len, softmax_scale=scale, causal=True)
+    flash = _flash_attn() if backend == "auto" and q.is_cuda and q.dtype in FLASH_DTYPES else None
+    out = None if flash is None else flash_attention(q, k, v, k_cache, v_cache, batch, scale, flash)
+    if out is not None:
+        return out
     if triton:
         from r1fast.kernels import paged_attention as kernels
 

@@ -244,11 +244,10 @@ class ModelRunner:
             query_start_loc=torch.arange(size + 1, dtype=torch.int32, device=device),
         )
 
-    @staticmethod
-    def bucket_batch(inputs: dict[str, torch.Tensor], b: int) -> Batch:
+    def bucket_batch(self, inputs: dict[str, torch.Tensor], b: int) -> Batch:
         """The decode batch of bucket b over the static buffers."""
         views = {k: v[: b + 1] if k == "query_start_loc" else v[:b] for k, v in inputs.items()}
-        return Batch(**views, max_query_len=1, fresh=False, decode=True)
+        return Batch(**views, max_query_len=1, max_context_len=self.max_model_len, fresh=False, decode=True)
 
     def stage(self, inputs: dict[str, torch.Tensor], batch: Batch) -> int:
         """Copy a decode batch of S <= max_num_seqs sequences into the static buffers and pad it to its bucket b

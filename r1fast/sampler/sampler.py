@@ -174,6 +174,7 @@ class Sampler:
             context_lens=torch.tensor([len(s) for s in seqs], dtype=torch.int32, device=device),
             query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
             max_query_len=max(len(s) - s.num_cached for s in seqs),
+            max_context_len=max(len(s) for s in seqs),
             fresh=all(s.num_cached == 0 for s in seqs),
             decode=len(ids) == len(seqs),
         )
