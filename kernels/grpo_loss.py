@@ -1,4 +1,4 @@
-"""Triton kernels of the GRPO loss: the two passes over a [tokens, vocab] logits tensor.
+"""Triton kernels of the GRPO loss: the passes over a [tokens, vocab] logits tensor.
 
 The policy loss itself is a function of per-token log-probs (``r1fast.reference.policy_loss``); the only [N, V]
 work is getting those log-probs and pushing d(loss)/d(logp) back onto the vocabulary rows:
@@ -9,8 +9,14 @@ work is getting those log-probs and pushing d(loss)/d(logp) back onto the vocabu
   per-token scalar g = d(loss)/d(logp) and the saved logsumexp. Reads N*V, writes N*V (in place allowed).
   Rows with g == 0 (padding) skip the read.
 
-Together they make the 3-pass floor of the logits-given loss (read; read + write). The grid is 1-D over rows
-(axis 0 allows 2^31 - 1 programs, so a 70k-token batch needs no folding); row offsets are int64 (N * V > 2^31).
+- ``row_loss_grad``: for the fused LM head at token-level importance sampling, both in one program per row: the
+  stats, then the token's g from the per-token objective's derivative (written out for every loss type), then the
+  row overwritten with d(loss)/d(logits). Same bytes as the two kernels, without a round trip through memory and
+  PyTorch for g.
+
+Together row_stats and row_grad make the 3-pass floor of the logits-given loss (read; read + write). The grid is
+1-D over rows (axis 0 allows 2^31 - 1 programs, so a 70k-token batch needs no folding); row offsets are int64
+(N * V > 2^31).
 Rows are addressed as [B, T] with strides, so a logits view such as ``model_logits[:, :-1]`` is read in place.
 
 Kernels assume inputs validated by r1fast/loss.py.
@@ -213,3 +219,118 @@ def row_grad(
         num_warps=warps,
     )
     return out
+
+
+# Loss types as the fused kernel's constexpr: the PPO-clip family shares one derivative.
+LOSS_CLIP, LOSS_CISPO, LOSS_SAPO = 0, 1, 2
+
+
+@triton.jit
+def _token_grad(logp, old_logp, ref_logp, adv, weight, eps_low, eps_high, delta, beta, tau_pos, tau_neg,
+                LOSS: tl.constexpr, HAS_OLD: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_KL: tl.constexpr,
+                BIAS_CORRECTION: tl.constexpr):  # fmt: skip
+    """d(loss)/d(logp) of one token at token-level IS: weight * d(per_token_objective)/d(logp), the derivative of
+    r1fast.reference.per_token_objective written out (torch.minimum splits the gradient of a tie in halves)."""
+    r = tl.exp(logp - old_logp) if HAS_OLD else 1.0  # the ratio; d r / d logp = r (on-policy too)
+    if LOSS == 1:  # cispo: -min(r, eps_high).detach() * A * logp
+        g = -tl.minimum(r, eps_high) * adv
+    elif LOSS == 2:  # sapo: -sigmoid(tau (r - 1)) * 4 / tau * A
+        tau = tl.where(adv > 0, tau_pos, tau_neg)
+        gate = tl.sigmoid(tau * (r - 1.0))
+        g = -4.0 * adv * gate * (1.0 - gate) * r
+    else:  # -min(c1 A, c2 A), c1 = r (clamped at delta), c2 = clamp(r, 1 - eps_low, 1 + eps_high)
+        c1 = r
+        d1 = r
+        if HAS_DELTA:
+            c1 = tl.minimum(r, delta)
+            d1 = tl.where(r > delta, 0.0, r)
+        c2 = tl.minimum(tl.maximum(r, 1.0 - eps_low), 1.0 + eps_high)
+        d2 = tl.where((r >= 1.0 - eps_low) & (r <= 1.0 + eps_high), r, 0.0)
+        a = c1 * adv
+        b = c2 * adv
+        pick1 = tl.where(a < b, 1.0, tl.where(a == b, 0.5, 0.0))
+        g = -adv * (pick1 * d1 + (1.0 - pick1) * d2)
+    if HAS_KL:  # beta * k3, k3 = e^x - x - 1 with x = ref - logp (times r with the bias correction)
+        x = ref_logp - logp
+        dkl = 1.0 - tl.exp(x)
+        if BIAS_CORRECTION:
+            dkl = (dkl + tl.exp(x) - x - 1.0) * r
+        g = g + beta * dkl
+    return g * weight
+
+
+@triton.jit
+def _row_loss_grad_kernel(
+    logits_ptr, stride_row, index_ptr, lse_ptr, logp_ptr, entropy_ptr,
+    adv_ptr, weight_ptr, old_ptr, ref_ptr, V, inv_temperature,
+    eps_low, eps_high, delta, beta, tau_pos, tau_neg,
+    LOSS: tl.constexpr, HAS_OLD: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_KL: tl.constexpr,
+    BIAS_CORRECTION: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    # row_stats, the token's d(loss)/d(logp) and row_grad in one program: the row is read twice (the second read
+    # right after the first, from L2 where it still is) and overwritten in place with d(loss)/d(logits).
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride_row
+    cols = tl.arange(0, BLOCK_V)
+    m = tl.full((), float("-inf"), tl.float32)
+    s = tl.zeros((), tl.float32)
+    w = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK_V):
+        valid = start + cols < V
+        z = tl.load(base + start + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temperature
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        scale = tl.exp(m - m_ref)
+        e = tl.exp(z - m_ref)
+        s = s * scale + tl.sum(e, axis=0)
+        w = w * scale + tl.sum(e * tl.where(valid, z, 0.0), axis=0)
+        m = m_new
+    lse = m + tl.log(s)
+    index = tl.load(index_ptr + row)
+    logp = tl.load(base + index).to(tl.float32) * inv_temperature - lse
+    tl.store(lse_ptr + row, lse)
+    tl.store(logp_ptr + row, logp)
+    tl.store(entropy_ptr + row, lse - w / s)
+
+    old = tl.load(old_ptr + row) if HAS_OLD else 0.0
+    ref = tl.load(ref_ptr + row) if HAS_KL else 0.0
+    g = _token_grad(logp, old, ref, tl.load(adv_ptr + row), tl.load(weight_ptr + row), eps_low, eps_high, delta,
+                    beta, tau_pos, tau_neg, LOSS, HAS_OLD, HAS_DELTA, HAS_KL, BIAS_CORRECTION)  # fmt: skip
+    scale = g * inv_temperature
+    read_limit = tl.where(g != 0.0, V, 0)  # padding rows (weight 0) write zeros without reading
+    for start in range(0, V, BLOCK_V):
+        v = start + cols
+        z = tl.load(base + v, mask=v < read_limit, other=float("-inf")).to(tl.float32) * inv_temperature
+        d = (tl.where(v == index, 1.0, 0.0) - tl.exp(z - lse)) * scale
+        tl.store(base + v, d.to(logits_ptr.dtype.element_ty), mask=v < V)
+
+
+def row_loss_grad(
+    logits: torch.Tensor, index: torch.Tensor, temperature: float, advantages: torch.Tensor, weights: torch.Tensor,
+    old_logps: torch.Tensor | None, ref_logps: torch.Tensor | None, *, loss_type: str, epsilon_low: float,
+    epsilon_high: float, delta: float | None, beta: float, use_bias_correction_kl: bool, sapo_temperature_pos: float,
+    sapo_temperature_neg: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Token-level GRPO on a chunk of logits in one pass: stats, g = d(loss)/d(logp), and logits <- d(loss)/d(logits).
+
+    logits: [N, V] contiguous (overwritten with the gradient, in its dtype). index: int64 [N]; advantages, weights
+    (d(aggregate)/d(per-token loss)): float32 [N]; old_logps / ref_logps: float32 [N] or None (on-policy / no KL;
+    ref_logps is read only when beta != 0). The loss parameters are r1fast.reference.per_token_objective's.
+    Returns (lse, logp, entropy), float32 [N].
+    """
+    n, vocab = logits.shape
+    lse = torch.empty(n, dtype=torch.float32, device=logits.device)
+    logp, entropy = torch.empty_like(lse), torch.empty_like(lse)
+    if n == 0:
+        return lse, logp, entropy
+    block, warps = row_block(vocab)
+    loss = {"cispo": LOSS_CISPO, "sapo": LOSS_SAPO}.get(loss_type, LOSS_CLIP)
+    has_kl = beta != 0.0
+    _row_loss_grad_kernel[(n,)](
+        logits, logits.stride(0), index, lse, logp, entropy, advantages, weights,
+        lse if old_logps is None else old_logps, ref_logps if has_kl else lse, vocab, 1.0 / temperature,
+        epsilon_low, epsilon_high, 0.0 if delta is None else delta, beta, sapo_temperature_pos, sapo_temperature_neg,
+        LOSS=loss, HAS_OLD=old_logps is not None, HAS_DELTA=delta is not None, HAS_KL=has_kl,
+        BIAS_CORRECTION=use_bias_correction_kl, BLOCK_V=block, num_warps=warps,
+    )  # fmt: skip
+    return lse, logp, entropy

@@ -9,10 +9,11 @@ the metrics are the specification's own code. The [tokens, vocab] work is the Tr
   g * (onehot - softmax) / temperature. Three passes over the logits in all (read; read + write).
 - fused with the LM head (``fused_linear_grpo_loss``): tokens in chunks, logits_c = H_c @ W^T (+ b). At token-level
   importance sampling each token's loss depends on its own logp only, and the aggregation is linear with weights
-  that depend on the mask alone, so g is known as soon as the chunk's logp is: the gradients are computed in the
-  forward (logits 2NHV, dH 2NHV, dW 2NHV = 6NHV) and the backward only scales them. At sequence level g needs the
-  whole sequence: a first no-grad pass gets every logp (and lse), then a second pass recomputes each chunk's logits
-  and writes the gradients (8NHV). dW is accumulated in float32.
+  that depend on the mask alone, so g is known as soon as the chunk's logp is: one ``row_loss_grad`` kernel per
+  chunk computes lse, logp, entropy, g and overwrites the chunk's logits with d(loss)/d(logits); the gradients are
+  formed in the forward (logits 2NHV, dH 2NHV, dW 2NHV = 6NHV) and the backward only scales them. At sequence
+  level g needs the whole sequence: a first no-grad pass gets every logp (and lse), then a second pass recomputes
+  each chunk's logits and writes the gradients (8NHV). dW is accumulated in float32.
 
 Backends: "auto" = Triton on CUDA tensors of dtype bf16/fp16/fp32, the reference otherwise; "triton" forces the
 kernels (CPU tensors need TRITON_INTERPRET=1); "reference" forces r1fast.reference.
@@ -326,37 +327,18 @@ def _aggregation_weights(mask: torch.Tensor, cfg: dict[str, Any]) -> torch.Tenso
     return weights
 
 
-def _token_level_grad(
-    logp: torch.Tensor,
-    weights: torch.Tensor,
-    advantages: torch.Tensor,
-    old_logps: torch.Tensor | None,
-    ref_logps: torch.Tensor | None,
-    cfg: dict[str, Any],
-) -> torch.Tensor:
-    """g = d(loss)/d(logp) for n tokens at token-level IS: weights * d(per_token_objective)/d(logp), each token
-    treated as its own [1, 1] sequence. All inputs [n]; returns float32 [n]."""
-    col = lambda x: None if x is None else x.reshape(-1, 1)
-    with torch.enable_grad():
-        lp = logp.detach().reshape(-1, 1).requires_grad_()
-        per_token_loss, _, _ = reference.per_token_objective(
-            lp,
-            torch.ones_like(lp),
-            advantages.reshape(-1, 1).to(lp.dtype),
-            col(old_logps),
-            col(ref_logps),
-            loss_type=cfg["loss_type"],
-            beta=cfg["beta"],
-            epsilon_low=cfg["epsilon"],
-            epsilon_high=cfg["epsilon"] if cfg["epsilon_high"] is None else cfg["epsilon_high"],
-            delta=cfg["delta"],
-            importance_sampling_level="token",
-            use_bias_correction_kl=cfg["use_bias_correction_kl"],
-            sapo_temperature_pos=cfg["sapo_temperature_pos"],
-            sapo_temperature_neg=cfg["sapo_temperature_neg"],
-        )
-        (g,) = torch.autograd.grad(per_token_loss, lp, grad_outputs=weights.reshape(-1, 1).to(per_token_loss.dtype))
-    return g.reshape(-1).to(torch.float32).contiguous()
+def _token_objective_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The per-token objective's parameters (r1fast.reference.per_token_objective's names) for row_loss_grad."""
+    return dict(
+        loss_type=cfg["loss_type"],
+        epsilon_low=cfg["epsilon"],
+        epsilon_high=cfg["epsilon"] if cfg["epsilon_high"] is None else cfg["epsilon_high"],
+        delta=cfg["delta"],
+        beta=cfg["beta"],
+        use_bias_correction_kl=cfg["use_bias_correction_kl"],
+        sapo_temperature_pos=cfg["sapo_temperature_pos"],
+        sapo_temperature_neg=cfg["sapo_temperature_neg"],
+    )
 
 
 class _FusedLinearGRPO(torch.autograd.Function):
@@ -387,8 +369,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if want_b else None
 
-        def backprop_chunk(s: int, e: int, logits_c: torch.Tensor, g_c: torch.Tensor) -> None:
-            dlogits = kernels.row_grad(logits_c, ids[s:e], lse[s:e], g_c, temperature, out=logits_c)
+        def backprop_chunk(dlogits: torch.Tensor, s: int, e: int) -> None:
             if want_h:
                 torch.mm(dlogits, weight, out=grad_h[s:e])
             if want_w:
@@ -396,17 +377,22 @@ class _FusedLinearGRPO(torch.autograd.Function):
             if want_b:
                 grad_b.add_(dlogits.sum(0, dtype=torch.float32))
 
-        weights = _aggregation_weights(mask_f, cfg).reshape(-1) if any_grad and token_level else None
+        if any_grad and token_level:  # the gradient is known in the forward: one kernel per chunk, no recompute
+            weights = _aggregation_weights(mask_f, cfg).reshape(-1).contiguous()
+            f32 = lambda x: None if x is None else x.to(torch.float32).contiguous()
+            adv_f, old_f, ref_f = f32(adv_tok), f32(old_tok), f32(ref_tok) if cfg["beta"] != 0.0 else None
+            objective = _token_objective_config(cfg)
         for s, e in _chunks(n, chunk):
             logits_c = _linear(hidden[s:e], weight, bias)
-            lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True)
-            if weights is not None:  # token level: the gradient is known now, no recompute
+            if any_grad and token_level:
                 sl = slice(s, e)
-                g_c = _token_level_grad(
-                    logp[sl], weights[sl], adv_tok[sl],
-                    None if old_tok is None else old_tok[sl], None if ref_tok is None else ref_tok[sl], cfg,
+                lse[sl], logp[sl], entropy[sl] = kernels.row_loss_grad(
+                    logits_c, ids[sl], temperature, adv_f[sl], weights[sl], None if old_f is None else old_f[sl],
+                    None if ref_f is None else ref_f[sl], **objective,
                 )  # fmt: skip
-                backprop_chunk(s, e, logits_c, g_c)
+                backprop_chunk(logits_c, s, e)  # logits_c now holds d(loss)/d(logits)
+            else:
+                lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True)
             del logits_c
 
         logps = logp.view(b, t)
@@ -417,7 +403,8 @@ class _FusedLinearGRPO(torch.autograd.Function):
                 (g,) = torch.autograd.grad(loss, leaf)
             g = g.reshape(-1).to(torch.float32).contiguous()
             for s, e in _chunks(n, chunk):
-                backprop_chunk(s, e, _linear(hidden[s:e], weight, bias), g[s:e])
+                logits_c = _linear(hidden[s:e], weight, bias)
+                backprop_chunk(kernels.row_grad(logits_c, ids[s:e], lse[s:e], g[s:e], temperature, out=logits_c), s, e)
             loss = loss.detach()
         else:
             loss, metrics = reference.policy_loss(logps, mask, advantages, old_logps, ref_logps, **cfg)
