@@ -169,3 +169,26 @@ def test_filter_logits_keeps_the_top_token_and_works_per_row():
 def test_bad_sampling_params_raise(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+@pytest.mark.gpu
+def test_exponential_race_on_gpu_follows_a_qwen_sized_softmax(seed):
+    # V = 151,936 (Qwen2.5), 200,000 draws from one row: tokens binned by probability rank into 20 bins of equal
+    # expected mass (the head tokens are their own bins), chi-square against the exact bin masses.
+    from r1fast.kernels.sampling import exponential_race
+
+    torch.manual_seed(seed)
+    vocab, draws = 151_936, 200_000
+    logits = torch.randn(vocab, dtype=torch.float64, device="cuda") * 2.5
+    probs = torch.softmax(logits, -1)
+    order = torch.argsort(probs, descending=True)
+    bins = torch.empty(vocab, dtype=torch.int64, device="cuda")
+    bins[order] = torch.clamp((torch.cumsum(probs[order], 0) - probs[order]) * 20, max=19).long()
+    scores = logits.float().expand(draws, -1)  # row stride 0: every draw reads the same row
+    seeds = torch.randint(0, 1 << 62, (draws,), device="cuda")
+    tokens = exponential_race(scores, seeds, torch.zeros(draws, dtype=torch.int64, device="cuda"))
+    counts = torch.bincount(bins[tokens], minlength=20).double()
+    expected = torch.zeros(20, dtype=torch.float64, device="cuda").index_add_(0, bins, probs) * draws
+    support = expected > 0
+    stat = ((counts[support] - expected[support]) ** 2 / expected[support]).sum().item()
+    assert stat < chi_square_critical(int(support.sum()) - 1), stat
