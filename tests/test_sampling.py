@@ -165,7 +165,7 @@ def test_filter_logits_keeps_the_top_token_and_works_per_row():
 
 @pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=-1.0), dict(top_p=0.0), dict(min_p=1.0),
                                  dict(top_k=-2), dict(max_tokens=0), dict(min_tokens=5, max_tokens=2),
-                                 dict(repetition_penalty=0.0), dict(stop=[""])])  # fmt: skip
+                                 dict(repetition_penalty=0.0), dict(stop=[""]), dict(seed=1.5)])  # fmt: skip
 def test_bad_sampling_params_raise(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
