@@ -524,7 +524,7 @@ def test_bf16_greedy_agrees_with_hf_generate_up_to_near_ties(capsys):
             with torch.no_grad():
                 logits = model(torch.tensor([prompt + hf[:first]], device="cuda")).logits[0, -1].float()
             gap = (logits[hf[first]] - logits[ours[first]]).item()
-            assert 0 <= gap <= 0.125, (prompt, first, gap)
+            assert abs(gap) <= 0.125, (prompt, first, gap)  # HF generate (cached) vs a fresh forward: either sign
     with capsys.disabled():
         print(f"\nbf16 greedy vs HF generate, first divergence per completion (None = identical {new_tokens}): "
               f"{report}")  # fmt: skip
