@@ -268,6 +268,28 @@ def test_logprobs_equal_the_models_own_forward_and_siblings_stay_intact(seed):
             torch.testing.assert_close(torch.tensor(completion.logprobs), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logprobs(backend, seed):
+    # The GRPO contract between the two halves: the log-probs the sampler returns for a completion are the ones
+    # r1fast.fused_linear_logprobs computes from the policy's final hidden states and LM head (old_logps when
+    # the trainer takes the sampler's), at the sampling temperature (Triton path through the interpreter).
+    import r1fast
+
+    model = make("qwen2-tied")
+    temperature = 0.8
+    groups = Sampler(model, block_size=4).generate(
+        PROMPTS[:2], SamplingParams(n=2, temperature=temperature, top_k=20, max_tokens=7, ignore_eos=True, seed=seed)
+    )
+    for prompt, group in zip(PROMPTS[:2], groups, strict=True):
+        for completion in group.completions:
+            ids = torch.tensor([prompt + completion.token_ids])
+            with torch.no_grad():
+                hidden = model.model(ids).last_hidden_state[0, len(prompt) - 1 : -1]
+            got = r1fast.fused_linear_logprobs(hidden, model.lm_head.weight, ids[0, len(prompt) :],
+                                               temperature=temperature, backend=backend)  # fmt: skip
+            torch.testing.assert_close(torch.tensor(completion.logprobs), got, rtol=1e-5, atol=1e-5)
+
+
 def test_seeds_reproduce_and_differ(seed):
     sampler = Sampler(make("qwen3"), block_size=4)
     params = dict(n=3, temperature=1.0, max_tokens=8, ignore_eos=True)
