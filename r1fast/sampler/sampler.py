@@ -188,11 +188,14 @@ class Sampler:
             decode=n == len(seqs),
         )
 
-    def _finish_reason(self, seq: Sequence) -> str | None:
-        params, generated = seq.params, len(seq) - seq.num_prompt_tokens
+    def _stop_ids(self, params: SamplingParams) -> frozenset[int]:
+        """The token ids that end a completion under params (after min_tokens)."""
+        return frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else frozenset(self.eos_token_ids))
+
+    def _finish_reason(self, seq: Sequence, stop_ids: frozenset[int]) -> str | None:
+        params, generated = seq.params, len(seq.token_ids) - seq.num_prompt_tokens
         if generated >= params.min_tokens:
-            token = seq.token_ids[-1]
-            if token in params.stop_token_ids or (not params.ignore_eos and token in self.eos_token_ids):
+            if seq.token_ids[-1] in stop_ids:
                 return "stop"
             if params.stop:
                 # A stop string of c characters lies within the last c tokens (a token decodes to >= 1 character,
@@ -201,7 +204,7 @@ class Sampler:
                 text = self.tokenizer.decode(seq.completion_ids[-window:])
                 if any(s in text for s in params.stop):
                     return "stop"
-        if generated >= params.max_tokens or len(seq) >= self.max_model_len:
+        if generated >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
             return "length"
         return None
 
@@ -226,13 +229,14 @@ class Sampler:
                            mix_seed(base_seed, index, 0), fork=params.n)  # fmt: skip
             scheduler.add(seq)
         finished: list[Sequence] = []
+        stop_ids = self._stop_ids(params)
         while scheduler.has_work():
             seqs = scheduler.schedule()
             if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
                 continue
             self.runner.copy_blocks(bm.pending_copies)
             bm.pending_copies.clear()
-            logits = self.runner.forward(self._batch(seqs), [len(s) for s in seqs])
+            logits = self.runner.forward(self._batch(seqs), [len(s.token_ids) for s in seqs])
             rows: list[Sequence] = []
             row_of: list[int] = []
             for row, seq in enumerate(seqs):
@@ -252,14 +256,14 @@ class Sampler:
                 row_of.extend([row] * len(family))
             if row_of != list(range(len(seqs))):
                 logits = logits[row_of]
-            tokens, logps = sample_next(logits, [s.params for s in rows], [s.seed for s in rows],
-                                        [len(s) for s in rows], [s.token_ids for s in rows],
+            tokens, logps = sample_next(logits, [params] * len(rows), [s.seed for s in rows],
+                                        [len(s.token_ids) for s in rows], [s.token_ids for s in rows],
                                         kernel=self.runner.triton_sampling)  # fmt: skip
             for seq, token, logp in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
                 seq.token_ids.append(token)
                 if params.logprobs:
                     seq.logprobs.append(logp)
-                reason = self._finish_reason(seq)
+                reason = self._finish_reason(seq, stop_ids)
                 if reason is not None:
                     scheduler.finish(seq, reason)
                     finished.append(seq)

@@ -74,17 +74,23 @@ class Scheduler:
             self.running.extend(scheduled)
             return scheduled
 
+        # Decode: usually no block is needed and none fills up, so those calls are skipped (host time per step).
+        blocks, size = self.blocks, self.blocks.block_size
         for seq in list(self.running):
             if seq.status is not Status.RUNNING:
                 continue  # preempted earlier in this loop
-            while not self.blocks.can_reserve(seq):
+            needed = blocks.blocks_needed(seq)
+            while needed > blocks.num_free:
                 victim = self.running[-1]
                 self.preempt(victim)
                 if victim is seq:
                     break
+                needed = blocks.blocks_needed(seq)  # a preempted sibling may have unshared seq's tail block
             if seq.status is Status.RUNNING:
-                self.blocks.reserve(seq)
-                self.blocks.cache_full_blocks(seq)
+                if needed:
+                    blocks.reserve(seq)
+                if len(seq.token_ids) // size > seq.num_named_blocks:
+                    blocks.cache_full_blocks(seq)
                 scheduled.append(seq)
         return scheduled
 

@@ -14,7 +14,7 @@ class Status(Enum):
     FINISHED = "finished"
 
 
-@dataclass
+@dataclass(eq=False)  # a sequence is itself: list.remove() and `in` compare identities, not token lists
 class Sequence:
     """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
 
