@@ -45,11 +45,12 @@ def _exponential_race_kernel(
         s = tl.load(scores_ptr + row_offset[:, None] + v[None, :], mask=mask, other=float("-inf")).to(tl.float32)
         counter0 = tl.broadcast_to(v.to(tl.uint32)[None, :], (BLOCK_S, BLOCK_V))
         bits, _, _, _ = tl.philox(key, counter0, counter1, zeros, zeros)
-        # u in (0, 1] with 2^-32 resolution near 0, where E = -log(1 - u) ~ u is small and decides the winners.
-        u = (bits.to(tl.float32) + 0.5) * 2.3283064365386963e-10
+        # u in (0, 1) with 2^-32 resolution near 0, where E = -log(1 - u) ~ u is small and decides the winners
+        # (u's top end, rounded to 1 in float32, is held below 1: E <= 16.6 there, a draw that never wins).
+        u = tl.minimum((bits.to(tl.float32) + 0.5) * 2.3283064365386963e-10, 0.99999994)
         small = u * (1.0 + u * (0.5 + u * (0.3333333333333333 + u * 0.25)))
         e = tl.where(u < SERIES_BELOW, small, -tl.log(1.0 - u))
-        race = s - tl.log(e)  # u == 1 -> E = inf -> -inf: never wins
+        race = s - tl.log(e)
         race = tl.where(mask, race, float("-inf"))
         tile_best = tl.max(race, axis=1)
         tile_index = tl.argmax(race, axis=1) + start
