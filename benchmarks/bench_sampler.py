@@ -8,6 +8,7 @@ End to end, per (model shape, prompt length, G = 8, new tokens, concurrent seque
   - tokens/s of r1fast's Sampler and of HF `generate` (sampling, same model, same device, same batch);
   - ms per decode step, (T(generate) - T(generate with max_tokens=1)) / (new_tokens - 1), next to its floor:
     (weight bytes + KV bytes at the mean context) / measured copy bandwidth;
+  - host ms/step: the sampler's host-only work per step (scheduling, packing the batch), which the GPU waits for;
   - the prefill tokens forking saves ((G - 1) * prompt_len per prompt: the prompt is prefilled once per group);
   - sampler-vs-trainer log-prob mismatch: mean / max |delta logp| of the sampled tokens against one full forward
     (HF, same dtype) over a subset of the finished sequences.
@@ -21,7 +22,7 @@ could not run say why.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import json
 import os
 import sys
@@ -83,32 +84,54 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * torch.finfo(dtype).bits // 8
 
 
-# -- the Sampler, through its public API only, tolerant of optional fields ---------------------------------------
+# -- the Sampler, through its public API ---------------------------------------------------------------------------
 
 
 def make_sampler(model, num_seqs: int):
     from r1fast.sampler import Sampler
 
-    try:
-        return Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs)
-    except TypeError:
-        return Sampler(model)
+    return Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs)
 
 
 def make_params(**kwargs):
     from r1fast.sampler import SamplingParams
 
-    fields = {f.name for f in dataclasses.fields(SamplingParams)} if dataclasses.is_dataclass(SamplingParams) else None
-    return SamplingParams(**{k: v for k, v in kwargs.items() if fields is None or k in fields})
+    return SamplingParams(**kwargs)
 
 
 def completions(groups, prompts):
-    """(prompt ids, completion ids, logprobs or None) of every completion."""
-    for i, group in enumerate(groups):
-        prompt = getattr(group, "prompt_token_ids", None) or prompts[getattr(group, "prompt_index", i)]
+    """(prompt ids, completion ids, logprobs) of every completion."""
+    for group in groups:
         for c in group.completions:
-            ids = getattr(c, "token_ids", None) or getattr(c, "tokens", None) or []
-            yield list(prompt), list(ids), getattr(c, "logprobs", None)
+            yield list(group.prompt_token_ids), list(c.token_ids), c.logprobs
+
+
+@contextlib.contextmanager
+def host_timer():
+    """Seconds spent in the sampler's host-only work per step (scheduling, packing the batch), and the step count:
+    yields a dict filled on exit. This work runs between the forwards, so it adds to every step's time."""
+    from r1fast.sampler.sampler import Sampler
+    from r1fast.sampler.scheduler import Scheduler
+
+    spent = {"seconds": 0.0, "steps": 0}
+    originals = Scheduler.schedule, Sampler._batch
+
+    def timing(fn, count):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent["seconds"] += time.perf_counter() - start
+                spent["steps"] += count
+
+        return wrapper
+
+    Scheduler.schedule, Sampler._batch = timing(originals[0], 1), timing(originals[1], 0)
+    try:
+        yield spent
+    finally:
+        Scheduler.schedule, Sampler._batch = originals
 
 
 @torch.no_grad()
@@ -141,7 +164,8 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
     first = make_params(n=G, temperature=1.0, max_tokens=1, ignore_eos=True, seed=0, logprobs=True)
     sampler.generate(prompts[:2], make_params(n=2, max_tokens=4, ignore_eos=True))  # warm-up: compile, capture
     t_first, _ = timed(lambda: sampler.generate(prompts, first), device)
-    seconds, groups = timed(lambda: sampler.generate(prompts, params), device)
+    with host_timer() as host:
+        seconds, groups = timed(lambda: sampler.generate(prompts, params), device)
     tokens = sum(len(ids) for _, ids, _ in completions(groups, prompts))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = kv_bytes_per_token(config, dtype) * num_seqs * (prompt_len + new_tokens / 2)  # mean context
@@ -152,10 +176,10 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
         floor_ms_per_step=(weight_bytes + kv_bytes) / bandwidth * 1e3,
         prefill_tokens=len(prompts) * prompt_len, prefill_tokens_saved=(G - 1) * prompt_len * len(prompts),
         mean_dlogp=mean_dlogp, max_dlogp=max_dlogp, hf_tok_s=float("nan"),
+        host_ms_per_step=host["seconds"] / max(1, host["steps"]) * 1e3,
     )  # fmt: skip
     row["step_over_floor"] = row["ms_per_step"] / row["floor_ms_per_step"]
-    if hasattr(sampler, "free"):
-        sampler.free()
+    sampler.free()
     if with_hf:
         ids = torch.tensor(prompts, device=device).repeat_interleave(G, 0)
         gen = dict(max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
@@ -236,13 +260,14 @@ def print_tables(rows: list[dict], bandwidth: float, device: str) -> None:
     kernel = [r for r in rows if r["kind"] == "kernel"]
     if sampler:
         print("| shape | prompt | new | seqs | r1fast tok/s | HF tok/s | x HF | ms/step | floor ms/step | x floor "
-              "| prefill saved (tokens) | mean / max abs dlogp |")  # fmt: skip
-        print("| --- " * 12 + "|")
+              "| host ms/step | prefill saved (tokens) | mean / max abs dlogp |")  # fmt: skip
+        print("| --- " * 13 + "|")
         for r in sampler:
             print(f"| {r['shape']} | {r['prompt_len']} | {r['new_tokens']} | {r['seqs']} | "
                   f"{fmt(r['r1fast_tok_s'], ',.0f')} | {fmt(r['hf_tok_s'], ',.0f')} | "
                   f"{fmt(r.get('speedup_vs_hf'), '.1f')} | {fmt(r['ms_per_step'], '.2f')} | "
                   f"{fmt(r['floor_ms_per_step'], '.3f')} | {fmt(r['step_over_floor'], '.1f')} | "
+                  f"{fmt(r['host_ms_per_step'], '.2f')} | "
                   f"{r['prefill_tokens_saved']:,} of {r['prefill_tokens'] * G:,} | "
                   f"{fmt(r['mean_dlogp'], '.1e')} / {fmt(r['max_dlogp'], '.1e')} |")  # fmt: skip
         print()
