@@ -290,6 +290,31 @@ def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logp
             torch.testing.assert_close(torch.tensor(completion.logprobs), got, rtol=1e-5, atol=1e-5)
 
 
+def test_outputs_do_not_depend_on_block_size_pool_or_prefix_cache_and_no_block_leaks(seed):
+    # Metamorphic: random prompts (some sharing prefixes), group sizes, stop ids, greedy and seeded sampling; the
+    # tokens must not change with the block size, a pool small enough to preempt, or prefix caching, and every
+    # block must be free again after each generate().
+    rng = torch.Generator().manual_seed(seed)
+    model = make("qwen3")
+    randint = lambda lo, hi: int(torch.randint(lo, hi, (), generator=rng))  # noqa: E731
+    base = [randint(0, VOCAB) for _ in range(12)]
+    preemptions = prefix_hits = 0
+    for _ in range(3):
+        prompts = [base[: randint(1, 13)] + [randint(0, VOCAB) for _ in range(randint(0, 6))] for _ in range(5)]
+        params = SamplingParams(n=randint(1, 4), temperature=[0.0, 1.0][randint(0, 2)], max_tokens=randint(1, 10),
+                                stop_token_ids=[randint(0, VOCAB)], seed=randint(0, 1000))  # fmt: skip
+        want = token_ids(Sampler(model, block_size=16, prefix_caching=False).generate(prompts, params))
+        for block_size, blocks, caching in ((1, 64, True), (3, 14, True), (4, 9, False), (5, 1000, True)):
+            sampler = Sampler(model, block_size=block_size, kv_cache_memory=pool_of(model, blocks, block_size),
+                              prefix_caching=caching)  # fmt: skip
+            assert token_ids(sampler.generate(prompts, params)) == want, (block_size, blocks, caching, params)
+            bm = sampler.block_manager
+            assert bm.num_free == bm.num_blocks and set(bm.ref_counts) == {0}
+            preemptions += sampler.last_scheduler.num_preemptions
+            prefix_hits += sampler.last_scheduler.num_prefix_hit_tokens
+    assert preemptions > 0 and prefix_hits > 0  # the small pools preempted; shared prefixes were served from cache
+
+
 def test_seeds_reproduce_and_differ(seed):
     sampler = Sampler(make("qwen3"), block_size=4)
     params = dict(n=3, temperature=1.0, max_tokens=8, ignore_eos=True)
