@@ -12,8 +12,10 @@ the metrics are the specification's own code. The [tokens, vocab] work is the Tr
   that depend on the mask alone, so g is known as soon as the chunk's logp is: one ``row_loss_grad`` kernel per
   chunk computes lse, logp, entropy, g and overwrites the chunk's logits with d(loss)/d(logits); the gradients are
   formed in the forward (logits 2NHV, dH 2NHV, dW 2NHV = 6NHV) and the backward only scales them. At sequence
-  level g needs the whole sequence: a first no-grad pass gets every logp (and lse), then a second pass recomputes
-  each chunk's logits and writes the gradients (8NHV). dW is accumulated in float32.
+  level g needs the whole sequence: when a chunk holds whole sequences (chunk >= T) each chunk's g is known from
+  its own logps and one pass does it all (6NHV, g from autograd through the reference's per-token objective on the
+  chunk's rows); otherwise a first no-grad pass gets every logp (and lse), then a second pass recomputes each
+  chunk's logits and writes the gradients (8NHV). dW is accumulated in float32.
 
 Backends: "auto" = Triton on CUDA tensors of dtype bf16/fp16/fp32, the reference otherwise; "triton" forces the
 kernels (CPU tensors need TRITON_INTERPRET=1); "reference" forces r1fast.reference.
@@ -341,6 +343,31 @@ def _token_objective_config(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _sequence_chunk_grad(
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    weights: torch.Tensor,
+    cfg: dict[str, Any],
+    rows: slice,
+) -> torch.Tensor:
+    """g = d(loss)/d(logp) for the sequences `rows` at sequence-level IS: d(sum weights * per_token_objective)/d(logp)
+    over those rows only (the aggregation is linear, with weights [B, T] from the whole mask). logps, mask: [B, T]
+    float32 (only `rows` is read); returns float32 [rows * T], contiguous."""
+    pick = lambda x: None if x is None else x[rows]  # noqa: E731
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    with torch.enable_grad():
+        leaf = logps[rows].detach().requires_grad_()
+        per_token_loss, _, _ = reference.per_token_objective(
+            leaf, mask[rows], adv[rows].to(leaf.dtype), pick(old_logps), pick(ref_logps),
+            importance_sampling_level="sequence", **_token_objective_config(cfg),
+        )  # fmt: skip
+        (g,) = torch.autograd.grad((per_token_loss * weights[rows]).sum(), leaf)
+    return g.reshape(-1).to(torch.float32).contiguous()
+
+
 class _FusedLinearGRPO(torch.autograd.Function):
     """hidden [N, H], weight [V, H], bias [V] | None -> scalar loss; metrics written into ``metrics_out``.
 
@@ -382,7 +409,9 @@ class _FusedLinearGRPO(torch.autograd.Function):
             f32 = lambda x: None if x is None else x.to(torch.float32).contiguous()
             adv_f, old_f, ref_f = f32(adv_tok), f32(old_tok), f32(ref_tok) if cfg["beta"] != 0.0 else None
             objective = _token_objective_config(cfg)
-        for s, e in _chunks(n, chunk):
+        # Sequence level with whole sequences per chunk: its own single pass below.
+        whole_sequences = any_grad and not token_level and chunk >= t
+        for s, e in () if whole_sequences else _chunks(n, chunk):
             logits_c = _linear(hidden[s:e], weight, bias)
             if any_grad and token_level:
                 sl = slice(s, e)
@@ -396,7 +425,21 @@ class _FusedLinearGRPO(torch.autograd.Function):
             del logits_c
 
         logps = logp.view(b, t)
-        if any_grad and not token_level:  # sequence level: g needs every logp of a sequence; second pass
+        if whole_sequences:
+            # Sequence level, chunks of whole sequences: a sequence's g needs only its own logps, so each chunk's
+            # gradient is known as soon as its logits are. One pass, 6NHV, as at token level.
+            weights = _aggregation_weights(mask_f, cfg)
+            rows = chunk // t
+            for r in range(0, b, rows):
+                s, e = r * t, min(r + rows, b) * t
+                logits_c = _linear(hidden[s:e], weight, bias)
+                lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True)
+                g_c = _sequence_chunk_grad(logps, mask_f, advantages, old_logps, ref_logps, weights, cfg,
+                                           slice(r, r + rows))  # fmt: skip
+                backprop_chunk(kernels.row_grad(logits_c, ids[s:e], lse[s:e], g_c, temperature, out=logits_c), s, e)
+                del logits_c
+            loss, metrics = reference.policy_loss(logps, mask, advantages, old_logps, ref_logps, **cfg)
+        elif any_grad and not token_level:  # sequence level, a sequence spans chunks: a second pass (8NHV)
             with torch.enable_grad():
                 leaf = logps.detach().requires_grad_()
                 loss, metrics = reference.policy_loss(leaf, mask, advantages, old_logps, ref_logps, **cfg)

@@ -80,6 +80,13 @@ def test_fused_linear_matches_reference_fp32(cfg, seed):
     check_fused(cfg, torch.float32, b=3, t=5, h=24, v=131, chunk_size=4)
 
 
+@pytest.mark.parametrize("cfg", [c for c in configs() if c.values[0]["importance_sampling_level"] == "sequence"])
+def test_fused_linear_sequence_level_in_one_pass_of_whole_sequences(cfg, seed):
+    # chunk_size 11 >= T = 5: chunks of 2 whole sequences (then 1), each chunk's gradient from its own logps.
+    check_fused({**cfg, "use_bias_correction_kl": cfg["beta"] > 0}, torch.float32, b=3, t=5, h=24, v=131,
+                chunk_size=11)  # fmt: skip
+
+
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 @pytest.mark.parametrize("level", LEVELS)
 def test_fused_linear_matches_reference_bf16(loss_type, level, seed):
@@ -239,6 +246,11 @@ def test_fused_linear_never_projects_more_than_a_chunk(monkeypatch, seed):
         loss.backward()
         # token level: one projection per chunk (6NHV); sequence level: a second look at each chunk (8NHV)
         assert rows_seen == [4, 4, 4, 3] * (1 if level == "token" else 2)
+        # chunks of 11 >= T = 5 tokens: sequence level takes whole sequences (2, then 1) in one pass (6NHV)
+        rows_seen.clear()
+        loss, _ = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, bias=bias, backend="triton",
+                                                chunk_size=11, importance_sampling_level=level)  # fmt: skip
+        assert rows_seen == ([11, 4] if level == "token" else [10, 5])
     rows_seen.clear()
     r1fast.fused_linear_logprobs(hidden, weight, ids, bias=bias, backend="triton", chunk_size=6)
     assert rows_seen == [6, 6, 3]
