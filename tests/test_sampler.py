@@ -293,17 +293,21 @@ def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logp
 def test_outputs_do_not_depend_on_block_size_pool_or_prefix_cache_and_no_block_leaks(seed):
     # Metamorphic: random prompts (some sharing prefixes), group sizes, stop ids, greedy and seeded sampling; the
     # tokens must not change with the block size, a pool small enough to preempt, or prefix caching, and every
-    # block must be free again after each generate().
+    # block must be free again after each generate(). The last round is built to need both: five prompts sharing
+    # a 12-token prefix, groups of 3 and 10 new tokens each, no stop id (a group alone outgrows the 9-block pool).
     rng = torch.Generator().manual_seed(seed)
     model = make("qwen3")
     randint = lambda lo, hi: int(torch.randint(lo, hi, (), generator=rng))  # noqa: E731
     base = [randint(0, VOCAB) for _ in range(12)]
-    preemptions = prefix_hits = 0
-    for _ in range(3):
-        prompts = [base[: randint(1, 13)] + [randint(0, VOCAB) for _ in range(randint(0, 6))] for _ in range(5)]
-        params = SamplingParams(n=randint(1, 4), temperature=[0.0, 1.0][randint(0, 2)], max_tokens=randint(1, 10),
-                                stop_token_ids=[randint(0, VOCAB)], seed=randint(0, 1000))  # fmt: skip
+    for pressure in (False, False, False, True):
+        min_prefix, n, max_tokens = (12, 3, 10) if pressure else (1, randint(1, 4), randint(1, 10))
+        prompts = [base[: randint(min_prefix, 13)] + [randint(0, VOCAB) for _ in range(randint(0, 6))]
+                   for _ in range(5)]  # fmt: skip
+        stop_ids = [] if pressure else [randint(0, VOCAB)]
+        params = SamplingParams(n=n, temperature=[0.0, 1.0][randint(0, 2)], max_tokens=max_tokens,
+                                stop_token_ids=stop_ids, seed=randint(0, 1000))  # fmt: skip
         want = token_ids(Sampler(model, block_size=16, prefix_caching=False).generate(prompts, params))
+        preemptions = prefix_hits = 0
         for block_size, blocks, caching in ((1, 64, True), (3, 14, True), (4, 9, False), (5, 1000, True)):
             sampler = Sampler(model, block_size=block_size, kv_cache_memory=pool_of(model, blocks, block_size),
                               prefix_caching=caching)  # fmt: skip
@@ -312,7 +316,7 @@ def test_outputs_do_not_depend_on_block_size_pool_or_prefix_cache_and_no_block_l
             assert bm.num_free == bm.num_blocks and set(bm.ref_counts) == {0}
             preemptions += sampler.last_scheduler.num_preemptions
             prefix_hits += sampler.last_scheduler.num_prefix_hit_tokens
-    assert preemptions > 0 and prefix_hits > 0  # the small pools preempted; shared prefixes were served from cache
+    assert preemptions > 0 and prefix_hits > 0, (preemptions, prefix_hits)  # the pressure round did what it is for
 
 
 def test_seeds_reproduce_and_differ(seed):
