@@ -347,7 +347,8 @@ def get(name: str) -> RewardFunc:
 
 
 def register(name: str, fn: RewardFunc, *, overwrite: bool = False) -> None:
-    """Registers a user reward ``fn(prompts, completions, **columns) -> list[float | None]`` under ``name``."""
+    """Registers a user reward ``fn(prompts=..., completions=..., **columns) -> list[float | None]`` (TRL's
+    signature; called with keywords) under ``name``."""
     if not callable(fn):
         raise TypeError(f"reward {name!r} must be callable")
     if name in _REGISTRY and not overwrite:
@@ -364,6 +365,9 @@ def score(
 ) -> tuple[list[list[float | None]], list[float | None]]:
     """Runs several rewards (registered names or callables) and combines them.
 
+    Each is called as TRL calls a reward function: ``f(prompts=..., completions=..., **columns)``, so a TRL reward
+    written as ``def f(completions, **kwargs)`` works unchanged.
+
     Returns (per_function, total): per_function[i][f] is reward f of completion i (None where it skipped the
     sample), total[i] the weighted sum over the rewards that scored it (None when none did), as TRL sums with
     nansum. Raises ValueError when weights do not match funcs or a reward returns the wrong number of values.
@@ -375,7 +379,7 @@ def score(
     n = len(completions)
     columns_out = []
     for fn in fns:
-        values = list(fn(prompts, completions, **columns))
+        values = list(fn(prompts=prompts, completions=completions, **columns))  # keywords, as TRL calls them
         if len(values) != n:
             raise ValueError(f"reward {getattr(fn, '__name__', fn)!r} returned {len(values)} values for {n} samples")
         columns_out.append([None if v is None else float(v) for v in values])

@@ -121,3 +121,10 @@ def test_registry_names_get_register_and_score():
     assert total == [1.5, 1.0]
     with pytest.raises(ValueError):
         rewards.score(["accuracy"], None, completions, weights=[1.0, 2.0], solution=["1", "1"])
+
+    # A TRL-style reward (completions first, everything by keyword) works unchanged.
+    def trl_style(completions, solution, **kwargs):
+        return [float(c.endswith(s + "}")) for c, s in zip(completions, solution, strict=True)]
+
+    per_function, _ = rewards.score([trl_style], ["p", "q"], ["\\boxed{1}", "\\boxed{3}"], solution=["1", "2"])
+    assert per_function == [[1.0], [0.0]]
