@@ -1,0 +1,80 @@
+"""Per-step metrics: one JSON line per logged step (``metrics.jsonl``), a short console line, GPU stats from NVML."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+# What the console line shows, in order, when present, with each reward's mean after "reward" (the JSONL line holds
+# everything).
+CONSOLE_KEYS = ("reward", "reward_std", "completions/mean_length", "kl", "entropy", "clip_ratio/region_mean",
+                "loss", "grad_norm", "step_time")  # fmt: skip
+
+
+def gpu_stats(device: torch.device) -> dict[str, float]:
+    """Memory and utilisation of a CUDA device from NVML (nvidia-ml-py), plus torch's peak allocation; {} elsewhere
+    or when NVML is unavailable."""
+    if device.type != "cuda":
+        return {}
+    stats = {"gpu/max_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        stats["gpu/used_gib"] = memory.used / 2**30
+        stats["gpu/utilization"] = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except Exception:  # NVML missing or not permitted: torch's figure is still there
+        pass
+    return stats
+
+
+def _short(key: str) -> str:
+    """A metric's name on the console: "rewards/accuracy/mean" -> "accuracy", "completions/mean_length" ->
+    "mean_length"."""
+    parts = key.split("/")
+    return parts[1] if parts[0] == "rewards" else parts[-1]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; None reads as "not measured"
+    return value
+
+
+class MetricsLogger:
+    """Appends ``{"step": s, ...}`` lines to ``<output_dir>/metrics.jsonl`` (when output_dir is given) and prints a
+    console line to ``stream`` (None: silent)."""
+
+    def __init__(self, output_dir: str | os.PathLike | None, stream: TextIO | None = sys.stdout) -> None:
+        self.path = None if output_dir is None else Path(output_dir) / "metrics.jsonl"
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.stream = stream
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.stream is not None:
+            per_reward = [k for k in record if k.startswith("rewards/") and k.endswith("/mean")]
+            keys = [*CONSOLE_KEYS[:1], *per_reward, *CONSOLE_KEYS[1:]]
+            shown = [f"{_short(k)} {record[k]:.4g}" for k in keys if record.get(k) is not None]
+            print(f"step {step:>5} | " + " | ".join(shown), file=self.stream, flush=True)
+
+
+def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``<output_dir>/metrics.jsonl``, in order."""
+    with (Path(output_dir) / "metrics.jsonl").open() as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,236 @@
+"""The GRPO trainer on CPU: its log-probs are the sampler's, its micro-batched gradient is the reference loss's,
+a resumed run is the uninterrupted one, and bad config or input raises."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from r1fast import reference
+from r1fast.demo import CharTokenizer, make_policy, problems
+from r1fast.trainer import GRPOConfig, GRPOTrainer, latest_checkpoint, load_checkpoint, read_metrics
+from r1fast.trainer.trainer import _lr_factor
+
+ROWS = problems()[:24]
+SMALL = dict(prompts_per_step=4, num_generations=4, micro_batch_size=16, max_completion_length=12,
+             sampler_block_size=4, learning_rate=1e-2)  # fmt: skip
+
+
+def trainer(seed: int = 0, rewards=("accuracy", "format"), rows=ROWS, model=None, **config) -> GRPOTrainer:
+    tokenizer = CharTokenizer()
+    model = model if model is not None else make_policy(tokenizer, seed=0)
+    return GRPOTrainer(model, tokenizer, list(rewards), rows, GRPOConfig(**{**SMALL, "seed": seed, **config}),
+                       log_stream=None)  # fmt: skip
+
+
+def grads(model) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_trainer_logps_are_the_samplers_at_every_completion_token(seed):
+    # The hidden state that predicts completion token t sits at prompt_len - 1 + t of the right-padded micro-batch:
+    # if the gather were off by one the log-probs would not match the sampler's.
+    tr = trainer(seed, temperature=0.8)
+    rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+    groups = tr.sampler.generate([rollout.prompt_ids[i] for i in range(0, 16, 4)], tr.config.sampling_params(seed))
+    sampled = [c for g in groups for c in g.completions]
+    (batch,) = tr.micro_batches(rollout)  # micro_batch_size 16: the whole rollout
+    logps = tr._logps(tr.model, batch)
+    for row, completion in enumerate(sampled):
+        assert completion.token_ids == rollout.completion_ids[row]
+        n = len(completion.token_ids)
+        assert batch["mask"][row].sum() == n
+        torch.testing.assert_close(logps[row, :n], torch.tensor(completion.logprobs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "luspo", "cispo"])
+def test_micro_batched_gradient_is_the_reference_loss_gradient(loss_type, seed):
+    # micro-batches of 4 (TRL's accumulation normalisers) against the whole batch through the reference, with the
+    # old log-probs taken before an update so the ratio is not 1 (num_iterations = 2's second pass).
+    tr = trainer(seed, loss_type=loss_type, micro_batch_size=4, temperature=0.9, epsilon_high=0.28)
+    rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+    # Advantages made non-degenerate even where a group's rewards tie.
+    rollout.advantages = torch.randn(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
+    batches = tr.micro_batches(rollout)
+    old = [tr._logps(tr.model, b) for b in batches]
+    with torch.no_grad():  # move the policy so that ratio != 1 and some tokens clip
+        for p in tr.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tr.model.zero_grad()
+    metrics = tr.loss_and_backward(batches, old, None)
+    got = grads(tr.model)
+
+    tr.model.zero_grad()
+    model64 = tr.model.double()
+    old_padded = torch.zeros(len(rollout.completion_ids), max(len(c) for c in rollout.completion_ids)).double()
+    for k, b in enumerate(batches):
+        old_padded[4 * k : 4 * k + 4, : b["mask"].shape[1]] = old[k].double() * b["mask"]
+    logps_loss = _reference_with_old(model64, rollout, tr.config, old_padded)
+    logps_loss.backward()
+    for g, p in zip(got, model64.parameters(), strict=True):
+        torch.testing.assert_close(g.double(), p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-7)
+    assert math.isclose(metrics["loss"], logps_loss.item(), rel_tol=1e-4, abs_tol=1e-6)
+
+
+def _reference_with_old(model, rollout, config, old_logps) -> torch.Tensor:
+    logps, masks = [], []
+    t = old_logps.shape[1]
+    for prompt, completion in zip(rollout.prompt_ids, rollout.completion_ids, strict=True):
+        ids = torch.tensor([prompt + completion])
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1] / config.temperature
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+        logps.append(torch.nn.functional.pad(lp, (0, t - len(completion))))
+        masks.append(torch.tensor([1.0] * len(completion) + [0.0] * (t - len(completion)), dtype=torch.float64))
+    loss, _ = reference.policy_loss(torch.stack(logps), torch.stack(masks), rollout.advantages.double(), old_logps,
+                                    **config.loss_options())  # fmt: skip
+    return loss
+
+
+def short(prompts, completions, completion_ids, **_):
+    """A reward the tiny random policy can learn in a few steps: 1 for completions of at most 6 tokens."""
+    return [1.0 if len(ids) <= 6 else 0.0 for ids in completion_ids]
+
+
+def test_resumed_run_is_the_uninterrupted_run(tmp_path, seed):
+    config = dict(max_steps=4, save_steps=2, num_iterations=2, lr_scheduler_type="linear", warmup_steps=1,
+                  rewards=[short])  # fmt: skip
+    straight = trainer(seed, output_dir=str(tmp_path / "straight"), **config)
+    straight.train()
+
+    class Killed(Exception):
+        pass
+
+    interrupted = trainer(seed, output_dir=str(tmp_path / "resumed"), **config)
+    step = interrupted.train_step
+    interrupted.train_step = lambda: step() if interrupted.step < 4 else (_ for _ in ()).throw(Killed())
+    with pytest.raises(Killed):  # killed during its third step, after checkpoint-2
+        interrupted.train()
+    assert latest_checkpoint(tmp_path / "resumed").name == "checkpoint-2"
+    resumed = trainer(seed, output_dir=str(tmp_path / "resumed"), **config)
+    resumed.train(resume_from="latest")
+    assert resumed.step == straight.step == 8
+    initial = make_policy(CharTokenizer(), seed=0)
+    for a, b, c in zip(straight.model.parameters(), resumed.model.parameters(), initial.parameters(), strict=True):
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    want = read_metrics(tmp_path / "straight")
+    got = read_metrics(tmp_path / "resumed")
+    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    for key in ("reward", "completions/mean_length", "loss", "learning_rate", "grad_norm"):
+        assert [m[key] for m in got] == [m[key] for m in want], key
+    # The optimizer state round-trips exactly through the checkpoint.
+    fresh = trainer(seed, **config)
+    load_checkpoint(latest_checkpoint(tmp_path / "straight"), fresh.model, fresh.optimizer)
+    for p, q in zip(fresh.optimizer.param_groups[0]["params"], straight.optimizer.param_groups[0]["params"],
+                    strict=True):  # fmt: skip
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fresh.optimizer.state[p][key], straight.optimizer.state[q][key])
+
+
+def test_grpo_steps_raise_the_reward_of_a_learnable_reward(seed):
+    tr = trainer(seed, rewards=[short], max_steps=15, learning_rate=3e-3, max_completion_length=10)
+    history = tr.train()
+    first, last = history[0]["rewards/short/mean"], sum(m["rewards/short/mean"] for m in history[-3:]) / 3
+    assert last > first + 0.2, (first, last)
+
+
+def test_kl_to_the_frozen_initial_policy(seed):
+    tr = trainer(seed, beta=0.1, max_steps=3, learning_rate=3e-2, rewards=[short])
+    history = tr.train()
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first step's policy is the reference
+    assert history[-1]["kl"] > 1e-4
+    for a, b in zip(tr.ref_model.parameters(), make_policy(CharTokenizer(), seed=0).parameters(), strict=True):
+        assert torch.equal(a, b) and not a.requires_grad
+
+
+def test_user_reward_sees_dataset_columns_repeated_per_completion(seed):
+    seen = {}
+
+    def spy(prompts, completions, solution, completion_ids, **_):
+        seen.update(prompts=prompts, solution=solution, n=len(completions), ids=completion_ids)
+        return [None] * len(completions)  # skipping every completion gives zero advantages, not NaN
+
+    tr = trainer(seed, rewards=[spy, "format"])
+    rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+    rows = tr.rows_for_batch(0)
+    assert seen["n"] == 16 and seen["prompts"] == [r["prompt"] for r in rows for _ in range(4)]
+    assert seen["solution"] == [r["solution"] for r in rows for _ in range(4)]
+    assert seen["ids"] == rollout.completion_ids
+    assert torch.isnan(rollout.rewards_per_func[:, 0]).all() and torch.isfinite(rollout.advantages).all()
+
+
+def test_every_row_is_seen_once_per_epoch_and_the_order_follows_the_seed():
+    tr = trainer(0, rows=ROWS[:10], prompts_per_step=5, micro_batch_size=20)
+    epoch = [r["prompt"] for b in range(2) for r in tr.rows_for_batch(b)]
+    assert sorted(epoch) == sorted(r["prompt"] for r in ROWS[:10])
+    assert [r["prompt"] for b in range(2, 4) for r in tr.rows_for_batch(b)] != epoch  # a fresh shuffle
+    other = trainer(1, rows=ROWS[:10], prompts_per_step=5, micro_batch_size=20)
+    assert [r["prompt"] for r in other.rows_for_batch(0)] != epoch[:5]
+
+
+def test_mask_truncated_completions_drops_completions_that_hit_the_length_limit(seed):
+    tr = trainer(seed, mask_truncated_completions=True, max_completion_length=3)
+    rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+    (batch,) = tr.micro_batches(rollout)
+    assert "length" in rollout.finish_reasons  # the random policy rarely ends within 3 tokens
+    for row, (reason, ids) in enumerate(zip(rollout.finish_reasons, rollout.completion_ids, strict=True)):
+        assert batch["mask"][row].sum() == (0 if reason == "length" else len(ids))
+
+
+def test_learning_rate_schedules():
+    cfg = GRPOConfig(max_steps=10, warmup_steps=2, lr_scheduler_type="linear")
+    assert [_lr_factor(cfg, s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    cfg = GRPOConfig(max_steps=10, warmup_steps=0, lr_scheduler_type="cosine")
+    assert _lr_factor(cfg, 5) == pytest.approx(0.5) and _lr_factor(cfg, 10) == pytest.approx(0.0)
+    assert _lr_factor(GRPOConfig(max_steps=10), 7) == 1.0
+
+
+BAD_CONFIGS = [dict(micro_batch_size=3), dict(num_generations=0), dict(loss_type="ppo"), dict(temperature=-1.0),
+               dict(top_p=0.0), dict(prompt_template="no slot"), dict(lr_scheduler_type="step"), dict(adam_beta1=1.0),
+               dict(learning_rate=math.nan), dict(scale_rewards="std"), dict(loss_backend="cuda"),
+               dict(max_prompt_length=0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_CONFIGS)
+def test_config_rejects_meaningless_values(bad):
+    with pytest.raises(ValueError):
+        GRPOConfig(**{**SMALL, **bad})
+
+
+def test_trainer_rejects_bad_input():
+    with pytest.raises(ValueError, match="temperature"):
+        trainer(temperature=0.0)
+    with pytest.raises(ValueError, match="at least one reward"):
+        trainer(rewards=())
+    with pytest.raises(ValueError, match="unknown reward"):
+        trainer(rewards=("no_such_reward",))
+    with pytest.raises(ValueError, match="reward_weights"):
+        trainer(reward_weights=[1.0])
+    with pytest.raises(ValueError, match="'prompt' column"):
+        trainer(rows=[{"question": "1+1="}])
+    with pytest.raises(ValueError, match="empty"):
+        trainer(rows=[])
+    with pytest.raises(ValueError, match="max_completion_length"):
+        trainer(max_completion_length=48)  # the demo policy's max_position_embeddings
+    with pytest.raises(TypeError, match="unknown GRPOConfig"):
+        GRPOConfig.from_dict({"learning_rat": 1.0})
+    tr = trainer(max_completion_length=40)
+    with pytest.raises(ValueError, match="does not fit"):
+        tr.generate([{"prompt": "1+1=" * 3}], seed=0)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    tr = trainer(max_steps=1, output_dir=str(tmp_path))
+    tr.train()
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    other = Qwen2ForCausalLM(Qwen2Config(vocab_size=18, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))  # fmt: skip
+    with pytest.raises((ValueError, RuntimeError)):
+        load_checkpoint(tmp_path / "checkpoint-1", other, None)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "checkpoint-9", tr.model, None)
+    state = json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["step"] == 1 and GRPOConfig.from_dict(state["config"]) == tr.config
