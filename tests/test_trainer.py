@@ -136,6 +136,20 @@ def test_grpo_steps_raise_the_reward_of_a_learnable_reward(seed):
     assert last > first + 0.2, (first, last)
 
 
+def test_gradient_checkpointing_gives_the_same_gradient(seed):
+    plain, checkpointed = trainer(seed), trainer(seed, gradient_checkpointing=True)
+    rollout = plain.generate(plain.rows_for_batch(0), seed=seed)
+    rollout.advantages = torch.randn(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
+    got = []
+    for tr in (plain, checkpointed):
+        tr.model.train()
+        tr.loss_and_backward(tr.micro_batches(rollout), None, None)
+        got.append(grads(tr.model))
+    assert checkpointed.model.is_gradient_checkpointing
+    for a, b in zip(*got, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_kl_to_the_frozen_initial_policy(seed):
     tr = trainer(seed, beta=0.1, max_steps=3, learning_rate=3e-2, rewards=[short])
     history = tr.train()
@@ -219,6 +233,10 @@ def test_trainer_rejects_bad_input():
     tr = trainer(max_completion_length=40)
     with pytest.raises(ValueError, match="does not fit"):
         tr.generate([{"prompt": "1+1=" * 3}], seed=0)
+    with pytest.raises(ValueError, match="'prompt' column"):  # a bad row past the ones checked up front
+        tr.generate([{"question": "1+1="}], seed=0)
+    with pytest.raises(TypeError, match="string or a list of chat messages"):
+        tr.generate([{"prompt": 7}], seed=0)
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

@@ -29,7 +29,8 @@ class GRPOConfig:
     keeps a frozen copy of the model), epsilon, epsilon_high, delta, importance_sampling_level,
     mask_truncated_completions. Advantages: scale_rewards, multi_objective_aggregation, reward_weights (one per
     reward function). Optimizer: AdamW with learning_rate, weight_decay, adam_beta1/2, adam_epsilon, max_grad_norm
-    (0 = no clipping), lr_scheduler_type with warmup_steps. Kernels: loss_backend ("auto": Triton on CUDA),
+    (0 = no clipping), lr_scheduler_type with warmup_steps; gradient_checkpointing (Hugging Face's, non-reentrant:
+    activations of the training forward recomputed in the backward). Kernels: loss_backend ("auto": Triton on CUDA),
     sampler_block_size, sampler_kv_cache_memory (bytes; None = the sampler's default), free_kv_cache (release the
     KV pool for the training step). Run: max_steps, seed, output_dir, logging_steps, save_steps (0 = only at the
     end).
@@ -70,6 +71,7 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     lr_scheduler_type: str = "constant"
     warmup_steps: int = 0
+    gradient_checkpointing: bool = False
     # kernels
     loss_backend: str = "auto"
     sampler_block_size: int = 16

@@ -38,10 +38,12 @@ def gpu_stats(device: torch.device) -> dict[str, float]:
 
 
 def _short(key: str) -> str:
-    """A metric's name on the console: "rewards/accuracy/mean" -> "accuracy", "completions/mean_length" ->
-    "mean_length"."""
+    """A metric's name on the console: "rewards/accuracy/mean" -> "accuracy", "clip_ratio/region_mean" ->
+    "clip_ratio", "completions/mean_length" -> "mean_length"."""
     parts = key.split("/")
-    return parts[1] if parts[0] == "rewards" else parts[-1]
+    if parts[0] in ("rewards", "clip_ratio"):
+        return parts[1] if parts[0] == "rewards" else "clip_ratio"
+    return parts[-1]
 
 
 def _plain(value: Any) -> Any:

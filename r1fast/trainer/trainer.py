@@ -40,13 +40,16 @@ class Rollout:
     advantages: torch.Tensor
 
 
-def _prompt_text(tokenizer: Any, prompt: Any, template: str) -> str:
-    """A dataset prompt as the text the model continues: a string goes into the template; a chat (list of
-    {"role", "content"} messages) goes through the tokenizer's chat template with the generation prompt."""
+def _prompt_ids(tokenizer: Any, prompt: Any, template: str) -> list[int]:
+    """A dataset prompt as token ids, as TRL tokenizes it: a string goes into the template and through
+    ``tokenizer.encode`` (special tokens included, e.g. a BOS); a chat (a list of {"role", "content"} messages)
+    through the tokenizer's chat template with the generation prompt (the template is not used)."""
     if isinstance(prompt, str):
-        return template.replace("{prompt}", prompt)
+        return list(tokenizer.encode(template.replace("{prompt}", prompt)))
     if isinstance(prompt, Sequence) and prompt and all(isinstance(m, dict) for m in prompt):
-        return tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+        out = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)  # fmt: skip
+        return list(out["input_ids"])
     raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
 
@@ -116,6 +119,8 @@ class GRPOTrainer:
         if config.max_completion_length >= self.sampler.max_model_len:
             raise ValueError(f"max_completion_length={config.max_completion_length} leaves no room for a prompt "
                              f"in max_model_len={self.sampler.max_model_len}")  # fmt: skip
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # beta > 0: the KL is to the policy as given here (on resume too: build the trainer from the initial model,
         # then load the checkpoint), a frozen copy made now.
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
@@ -150,7 +155,9 @@ class GRPOTrainer:
         return self._perm
 
     def _encode_prompt(self, row: dict[str, Any]) -> list[int]:
-        ids = list(self.tokenizer.encode(_prompt_text(self.tokenizer, row["prompt"], self.config.prompt_template)))
+        if not isinstance(row, dict) or "prompt" not in row:
+            raise ValueError(f"every dataset row must be a dict with a 'prompt' column, got {row!r:.80}")
+        ids = _prompt_ids(self.tokenizer, row["prompt"], self.config.prompt_template)
         limit = self.config.max_prompt_length
         if limit is not None and len(ids) > limit:
             ids = ids[-limit:]  # from the left, as TRL truncates
@@ -176,9 +183,8 @@ class GRPOTrainer:
         completion_ids = [c.token_ids for c in completions]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
         columns: dict[str, list[Any]] = {"completion_ids": completion_ids}
-        for key in rows[0]:
-            if key != "prompt":
-                columns[key] = [row.get(key) for row in rows for _ in range(g)]
+        for key in dict.fromkeys(k for row in rows for k in row if k != "prompt"):  # every column, in order
+            columns[key] = [row.get(key) for row in rows for _ in range(g)]
         prompts = [row["prompt"] for row in rows for _ in range(g)]
         per_function, _ = reward_registry.score(self.reward_funcs, prompts, texts, **columns)
         rewards_per_func = torch.tensor([[math.nan if v is None else v for v in row] for row in per_function],
@@ -217,7 +223,7 @@ class GRPOTrainer:
     def _completion_hidden(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The final hidden states [b, T, H] that predict the completion tokens (right padding needs no attention
         mask: under causal attention no real token sees a pad)."""
-        hidden = model.get_decoder()(input_ids=batch["input_ids"]).last_hidden_state
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
         index = batch["positions"][..., None].expand(-1, -1, hidden.shape[-1])
         return hidden.gather(1, index)
 
@@ -273,7 +279,7 @@ class GRPOTrainer:
         batch_index = self.step // cfg.num_iterations
         start = time.perf_counter()
         rows = self.rows_for_batch(batch_index)
-        self.model.eval()  # no dropout while sampling or training (the sampler's forward has none)
+        self.model.eval()  # old log-probs without dropout (the sampler's forward has none)
         rollout = self.generate(rows, seed=mix_seed(cfg.seed, batch_index, 1))
         generated = time.perf_counter()
         batches = self.micro_batches(rollout)
@@ -281,6 +287,7 @@ class GRPOTrainer:
         old = [self._logps(self.model, b) for b in batches] if cfg.num_iterations > 1 else None
         ref = None if self.ref_model is None else [self._logps(self.ref_model, b) for b in batches]
         metrics: dict[str, float] = {}
+        self.model.train()  # as TRL: dropout (if the config has any) and gradient checkpointing (if enabled) apply
         for _ in range(cfg.num_iterations):
             lr = cfg.learning_rate * _lr_factor(cfg, self.step)
             for group in self.optimizer.param_groups:
@@ -293,6 +300,7 @@ class GRPOTrainer:
             metrics["learning_rate"] = lr
             self.optimizer.step()
             self.step += 1
+        self.model.eval()
         self.optimizer.zero_grad(set_to_none=True)
         end = time.perf_counter()
         metrics.update(self._rollout_metrics(rollout))

@@ -21,13 +21,18 @@ PROMPTS = ["w1 w2 w3", "w4 w5", "w6 w7 w8 w9", "w10"]
 G = 4
 
 
-def reward_w7(completions, **_):
-    """Share of the completion's words that are 'w7' (a reward with spread, identical for both trainers)."""
-    return [c.split().count("w7") / max(1, len(c.split())) for c in completions]
+def word_numbers(completion: str) -> list[int]:
+    return [int(w[1:]) for w in completion.split() if w.startswith("w") and w[1:].isdigit()]
 
 
-def reward_length(completions, **_):
-    return [min(1.0, len(c.split()) / 6) for c in completions]
+def reward_even(completions, **_):
+    """Share of the completion's words 'w<n>' with n even (spread across any group of random completions)."""
+    return [sum(n % 2 == 0 for n in ns) / max(1, len(ns)) for ns in map(word_numbers, completions)]
+
+
+def reward_first_word(completions, **_):
+    """(n mod 3) / 2 of the first word 'w<n>', None when there is none (exercises TRL's None handling)."""
+    return [None if not ns else (ns[0] % 3) / 2 for ns in map(word_numbers, completions)]
 
 
 @pytest.mark.parametrize("loss_type, beta, temperature", [("grpo", 0.0, 1.0), ("dapo", 0.04, 0.7),
@@ -38,7 +43,7 @@ def test_one_step_gradient_equals_trl(make_trainer, tiny_checkpoint, monkeypatch
     config = R1Config(prompts_per_step=len(PROMPTS), num_generations=G, micro_batch_size=len(PROMPTS) * G,
                       max_completion_length=8, temperature=temperature, loss_type=loss_type, beta=beta,
                       reward_weights=[1.0, 0.5], sampler_block_size=4, loss_backend="reference")  # fmt: skip
-    ours = R1Trainer(model, tokenizer, [reward_w7, reward_length], [{"prompt": p} for p in PROMPTS], config,
+    ours = R1Trainer(model, tokenizer, [reward_even, reward_first_word], [{"prompt": p} for p in PROMPTS], config,
                      log_stream=None)  # fmt: skip
     rollout = ours.generate([{"prompt": p} for p in PROMPTS], seed=seed)
     assert rollout.advantages.abs().sum() > 0
@@ -47,7 +52,7 @@ def test_one_step_gradient_equals_trl(make_trainer, tiny_checkpoint, monkeypatch
                                      [ours._logps(ours.ref_model, b) for b in ours.micro_batches(rollout)])  # fmt: skip
     want = {name: p.grad.clone() for name, p in model.named_parameters()}
 
-    trl = make_trainer(reward_funcs=[reward_w7, reward_length], num_generations=G,
+    trl = make_trainer(reward_funcs=[reward_even, reward_first_word], num_generations=G,
                        per_device_train_batch_size=len(PROMPTS) * G, max_completion_length=8,
                        temperature=temperature, loss_type=loss_type, beta=beta, reward_weights=[1.0, 0.5])  # fmt: skip
 
