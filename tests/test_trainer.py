@@ -145,7 +145,8 @@ def test_gradient_checkpointing_gives_the_same_gradient(seed):
         tr.model.train()
         tr.loss_and_backward(tr.micro_batches(rollout), None, None)
         got.append(grads(tr.model))
-    assert checkpointed.model.is_gradient_checkpointing
+    model = checkpointed.model
+    assert getattr(model, "is_activation_checkpointing", None) or getattr(model, "is_gradient_checkpointing", None)
     for a, b in zip(*got, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 

@@ -53,6 +53,15 @@ def _prompt_ids(tokenizer: Any, prompt: Any, template: str) -> list[int]:
     raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
 
+def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Hugging Face's non-reentrant activation checkpointing of every decoder layer (transformers >= 5.x names it
+    activation_checkpointing_enable; earlier releases gradient_checkpointing_enable)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _lr_factor(config: GRPOConfig, step: int) -> float:
     """The learning-rate multiplier at optimizer step `step` (0-based): linear warmup from 0, then the schedule
     (HF's semantics for constant/linear/cosine with warmup)."""
@@ -120,7 +129,7 @@ class GRPOTrainer:
             raise ValueError(f"max_completion_length={config.max_completion_length} leaves no room for a prompt "
                              f"in max_model_len={self.sampler.max_model_len}")  # fmt: skip
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_activation_checkpointing(model)
         # beta > 0: the KL is to the policy as given here (on resume too: build the trainer from the initial model,
         # then load the checkpoint), a frozen copy made now.
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
