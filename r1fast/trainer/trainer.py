@@ -19,6 +19,7 @@ from r1fast.loss import fused_linear_grpo_loss, fused_linear_logprobs
 from r1fast.reference import group_advantages
 from r1fast.sampler import Sampler
 from r1fast.sampler.sampling import mix_seed
+from r1fast.trainer import distributed
 from r1fast.trainer.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from r1fast.trainer.config import GRPOConfig
 from r1fast.trainer.logging import MetricsLogger, gpu_stats
@@ -86,6 +87,11 @@ class GRPOTrainer:
     dicts, each with "prompt" (a string, or chat messages) and any columns the rewards read (e.g. "solution").
     config: GRPOConfig. log_stream: where the console line goes (None: silent). With beta > 0 the KL's reference
     is a frozen copy of the model as passed here.
+
+    Data parallel under torch.distributed (torchrun; call init_process_group and put the model on the rank's device
+    first): every rank generates prompts_per_step prompts of its own (the global batch is world_size times that),
+    advantages use every rank's rewards, gradients are averaged with TRL's normalisers, and rank 0 alone logs and
+    writes checkpoints (output_dir must be shared for resume).
     Raises TypeError / ValueError on a bad model, dataset, reward list or config.
     """
 
@@ -120,7 +126,8 @@ class GRPOTrainer:
             if not isinstance(train_dataset[i], dict) or "prompt" not in train_dataset[i]:
                 raise ValueError(f"train_dataset[{i}] must be a dict with a 'prompt' column")
         self.model, self.tokenizer, self.train_dataset = model, tokenizer, train_dataset
-        self.decoder = model.get_decoder()
+        self.rank, self.world_size = distributed.rank_and_world()
+        distributed.broadcast_model(model)
         self.lm_head = model.get_output_embeddings()
         self.device = self.lm_head.weight.device
         self.sampler = Sampler(model, tokenizer=tokenizer, block_size=config.sampler_block_size,
@@ -139,7 +146,8 @@ class GRPOTrainer:
         betas = (config.adam_beta1, config.adam_beta2)
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=betas, eps=config.adam_epsilon,
                                            weight_decay=config.weight_decay)  # fmt: skip
-        self.logger = MetricsLogger(config.output_dir, log_stream)
+        main = self.rank == 0
+        self.logger = MetricsLogger(config.output_dir if main else None, log_stream if main else None)
         self.step = 0  # optimizer steps taken = config.num_iterations * generation batches
         self._perm: list[int] = []
         self._perm_epoch = -1
@@ -147,11 +155,13 @@ class GRPOTrainer:
     # -- data -------------------------------------------------------------------------------------------------
 
     def rows_for_batch(self, batch: int) -> list[dict[str, Any]]:
-        """The dataset rows of generation batch `batch` (0-based): consecutive slices of a fresh permutation per
-        epoch, drawn from (seed, epoch) alone, so a resumed run sees the same rows."""
+        """This rank's dataset rows of generation batch `batch` (0-based): consecutive slices of a fresh permutation
+        per epoch, drawn from (seed, epoch) alone, so a resumed run sees the same rows; rank r takes the r-th
+        prompts_per_step of the batch's world_size * prompts_per_step."""
         n, k = len(self.train_dataset), self.config.prompts_per_step
+        first = (batch * self.world_size + self.rank) * k
         rows = []
-        for position in range(batch * k, (batch + 1) * k):
+        for position in range(first, first + k):
             epoch, offset = divmod(position, n)
             rows.append(self.train_dataset[self._permutation(epoch)[offset]])
         return rows
@@ -198,11 +208,20 @@ class GRPOTrainer:
         per_function, _ = reward_registry.score(self.reward_funcs, prompts, texts, **columns)
         rewards_per_func = torch.tensor([[math.nan if v is None else v for v in row] for row in per_function],
                                         dtype=torch.float32).reshape(len(texts), len(self.reward_funcs))  # fmt: skip
-        advantages = group_advantages(rewards_per_func, g, reward_weights=cfg.reward_weights,
-                                      scale_rewards=cfg.scale_rewards,
-                                      multi_objective_aggregation=cfg.multi_objective_aggregation)  # fmt: skip
+        advantages = self.advantages(rewards_per_func)
         return Rollout([list(group.prompt_token_ids) for group in groups for _ in range(g)], completion_ids,
                        [c.finish_reason for c in completions], texts, rewards_per_func, advantages)  # fmt: skip
+
+    def advantages(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """This rank's advantages [N] from its rewards [N, F], computed over every rank's rewards (batch-level
+        scaling and GDPO's normalisation see the whole global batch, as in TRL)."""
+        cfg = self.config
+        local = rewards_per_func.shape[0]
+        everyone = distributed.all_gather_rows(rewards_per_func.to(self.device)).cpu()
+        advantages = group_advantages(everyone, cfg.num_generations, reward_weights=cfg.reward_weights,
+                                      scale_rewards=cfg.scale_rewards,
+                                      multi_objective_aggregation=cfg.multi_objective_aggregation)  # fmt: skip
+        return advantages[self.rank * local : (self.rank + 1) * local]
 
     # -- loss -------------------------------------------------------------------------------------------------
 
@@ -261,9 +280,10 @@ class GRPOTrainer:
                           ref_logps: list[torch.Tensor] | None) -> dict[str, float]:  # fmt: skip
         """Accumulates the gradient of the GRPO loss over a rollout's micro-batches (TRL's gradient-accumulation
         normalisers: each micro-batch's loss is divided by their count; dapo/cispo divide by the completion tokens
-        of the whole generation batch). Returns the summed loss and the loss metrics averaged over micro-batches."""
+        of the whole generation batch, over all ranks, times the world size, since the gradients are then
+        averaged). Returns the summed loss and the loss metrics averaged over micro-batches (this rank's)."""
         cfg = self.config
-        items = float(sum(batch["mask"].sum().item() for batch in batches))
+        items = distributed.sum_over_ranks(float(sum(batch["mask"].sum().item() for batch in batches)), self.device)
         total, sums = 0.0, {}
         for k, batch in enumerate(batches):
             hidden = self._completion_hidden(self.model, batch)
@@ -272,7 +292,7 @@ class GRPOTrainer:
                 None if old_logps is None else old_logps[k], None if ref_logps is None else ref_logps[k],
                 bias=self.lm_head.bias, backend=cfg.loss_backend, temperature=cfg.temperature,
                 num_items_in_batch=items, gradient_accumulation_steps=len(batches),
-                steps_per_generation=len(batches), **cfg.loss_options(),
+                steps_per_generation=len(batches), num_processes=self.world_size, **cfg.loss_options(),
             )  # fmt: skip
             loss.backward()
             total += loss.item()
@@ -289,7 +309,7 @@ class GRPOTrainer:
         start = time.perf_counter()
         rows = self.rows_for_batch(batch_index)
         self.model.eval()  # old log-probs without dropout (the sampler's forward has none)
-        rollout = self.generate(rows, seed=mix_seed(cfg.seed, batch_index, 1))
+        rollout = self.generate(rows, seed=mix_seed(cfg.seed, batch_index, 1 + self.rank))
         generated = time.perf_counter()
         batches = self.micro_batches(rollout)
         # Old log-probs: the policy before the first update (with one iteration the loss is on-policy: ratio 1).
@@ -304,6 +324,7 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             metrics = self.loss_and_backward(batches, old, ref)
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            distributed.average_gradients(params)
             clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
             metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
             metrics["learning_rate"] = lr
@@ -315,7 +336,7 @@ class GRPOTrainer:
         metrics.update(self._rollout_metrics(rollout))
         metrics.update({"time/generate": generated - start, "time/train": end - generated, "step_time": end - start})
         metrics.update(gpu_stats(self.device))
-        return metrics
+        return distributed.reduce_metrics(metrics, self.device)
 
     def _rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
         g = self.config.num_generations
@@ -367,13 +388,18 @@ class GRPOTrainer:
         return history
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Writes a checkpoint (default: <output_dir>/checkpoint-<batch>)."""
+        """Writes a checkpoint (default: <output_dir>/checkpoint-<batch>); under torch.distributed rank 0 writes it
+        and every rank waits for it."""
         if path is None:
             if not self.config.output_dir:
                 raise ValueError("no path given and config.output_dir is not set")
             path = checkpoint_dir(self.config.output_dir, self.step // self.config.num_iterations)
-        state = {"step": self.step, "config": self.config.to_dict(), "format": "r1fast-grpo-1"}
-        return save_checkpoint(path, self.model, self.optimizer, state)
+        state = {"step": self.step, "config": self.config.to_dict(), "format": "r1fast-grpo-1",
+                 "world_size": self.world_size}  # fmt: skip
+        if self.rank == 0:
+            save_checkpoint(path, self.model, self.optimizer, state)
+        distributed.barrier()
+        return Path(path)
 
     def load(self, path: str | os.PathLike) -> None:
         """Restores the model, optimizer and step from a checkpoint written by save() (the dataset order and the

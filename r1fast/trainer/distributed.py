@@ -1,0 +1,88 @@
+"""Data parallelism over torch.distributed (started by torchrun, or any init_process_group): every rank holds the
+whole model and its own sampler, generates its own share of the prompts, and gradients are averaged before each
+optimizer step. Without an initialised process group every helper is the single-process identity."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast_model(model: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (as DistributedDataParallel does at construction)."""
+    if rank_and_world()[1] == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """grad <- mean over ranks of grad, for every parameter (a missing grad counts as zeros, so every rank issues
+    the same collectives). TRL's loss normalisers assume exactly this average."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return
+    handles = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        handles.append(dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, async_op=True))
+    for handle, p in zip(handles, params, strict=True):
+        handle.wait()
+        p.grad.div_(world)
+
+
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The [n, ...] tensors of every rank (each the same shape) concatenated in rank order: [world * n, ...]."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def sum_over_ranks(value: float, device: torch.device) -> float:
+    if rank_and_world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item()
+
+
+def reduce_metrics(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Metrics over all ranks: the minimum of */min_*, the maximum of */max_* and of timings, the mean of the rest.
+    Every rank must pass the same keys."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return metrics
+    keys = sorted(metrics)
+    ops = {"min": [], "max": [], "mean": []}
+    for k in keys:
+        leaf = k.rsplit("/", 1)[-1]
+        kind = "min" if leaf.startswith("min_") else "max" if leaf.startswith("max_") or k.startswith("time/") or \
+            k == "step_time" else "mean"  # fmt: skip
+        ops[kind].append(k)
+    out = {}
+    for kind, names in ops.items():
+        if not names:
+            continue
+        t = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "mean": dist.ReduceOp.SUM}[kind])
+        if kind == "mean":
+            t /= world
+        out.update(zip(names, t.tolist(), strict=True))
+    return {k: out[k] for k in keys}
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        dist.barrier()

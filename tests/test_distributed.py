@@ -1,0 +1,108 @@
+"""Data parallelism on CPU: two gloo ranks spawned by the test. Two ranks of prompts_per_step = 2 must give the
+advantages and the averaged gradient of one process with prompts_per_step = 4 on the same completions, and a
+training run must keep the ranks' weights identical while rank 0 alone logs and checkpoints."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from r1fast.demo import CharTokenizer, make_policy, problems
+from r1fast.trainer import GRPOConfig, GRPOTrainer, Rollout, read_metrics
+
+WORLD = 2
+ROWS = problems()[:16]
+
+
+def short(prompts, completions, completion_ids, **_):
+    return [1.0 if len(ids) <= 6 else 0.0 for ids in completion_ids]
+
+
+def half_length(prompts, completions, completion_ids, **_):
+    return [len(ids) / 12 for ids in completion_ids]
+
+
+def make(prompts_per_step: int, **config) -> GRPOTrainer:
+    tokenizer = CharTokenizer()
+    defaults = dict(num_generations=4, micro_batch_size=4, max_completion_length=12, sampler_block_size=4,
+                    learning_rate=1e-2)  # fmt: skip
+    config = GRPOConfig(prompts_per_step=prompts_per_step, **{**defaults, **config})
+    return GRPOTrainer(make_policy(tokenizer, seed=0), tokenizer, [short, half_length], ROWS, config,
+                       log_stream=None)  # fmt: skip
+
+
+def rank_slice(rollout: Rollout, rank: int) -> Rollout:
+    n = len(rollout.completion_ids) // WORLD
+    part = slice(rank * n, (rank + 1) * n)
+    return Rollout(rollout.prompt_ids[part], rollout.completion_ids[part], rollout.finish_reasons[part],
+                   rollout.texts[part], rollout.rewards_per_func[part], rollout.advantages[part])  # fmt: skip
+
+
+def _worker(rank: int, init_file: str, work_dir: str, task: str, config: dict) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))  # fmt: skip
+    try:
+        if task == "gradient":
+            tr = make(2, **config)
+            full = torch.load(f"{work_dir}/rollout.pt", weights_only=False)
+            mine = rank_slice(full, rank)
+            mine.advantages = tr.advantages(mine.rewards_per_func)
+            tr.model.zero_grad()
+            metrics = tr.loss_and_backward(tr.micro_batches(mine), None, None)
+            params = list(tr.model.parameters())
+            from r1fast.trainer.distributed import average_gradients
+
+            average_gradients(params)
+            torch.save({"advantages": mine.advantages, "grads": [p.grad for p in params], "loss": metrics["loss"]},
+                       f"{work_dir}/rank{rank}.pt")  # fmt: skip
+        else:
+            tr = make(2, max_steps=2, output_dir=f"{work_dir}/run", **config)
+            tr.train()
+            torch.save({"params": [p.detach() for p in tr.model.parameters()],
+                        "rows": [r["prompt"] for b in range(2) for r in tr.rows_for_batch(b)]},
+                       f"{work_dir}/rank{rank}.pt")  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(tmp_path, task: str, **config) -> list[dict]:
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), task, config), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("loss_type, scale_rewards", [("dapo", "batch"), ("grpo", "group")])
+def test_two_ranks_give_the_single_process_advantages_and_gradient(tmp_path, loss_type, scale_rewards, seed):
+    single = make(4, loss_type=loss_type, scale_rewards=scale_rewards)
+    rollout = single.generate(single.rows_for_batch(0), seed=seed)
+    assert rollout.advantages.abs().sum() > 0
+    torch.save(rollout, tmp_path / "rollout.pt")
+    single.model.zero_grad()
+    single.loss_and_backward(single.micro_batches(rollout), None, None)
+    want = [p.grad for p in single.model.parameters()]
+
+    ranks = spawn(tmp_path, "gradient", loss_type=loss_type, scale_rewards=scale_rewards)
+    torch.testing.assert_close(torch.cat([r["advantages"] for r in ranks]), rollout.advantages)
+    for g0, g1, w in zip(ranks[0]["grads"], ranks[1]["grads"], want, strict=True):
+        assert torch.equal(g0, g1)  # averaged: every rank holds the same gradient
+        torch.testing.assert_close(g0, w, rtol=1e-5, atol=1e-6 * w.abs().max().item() + 1e-9)
+
+
+def test_two_rank_training_keeps_weights_identical_and_rank0_logs(tmp_path):
+    ranks = spawn(tmp_path, "train")
+    initial = list(make_policy(CharTokenizer(), seed=0).parameters())
+    changed = False
+    for a, b, c in zip(ranks[0]["params"], ranks[1]["params"], initial, strict=True):
+        assert torch.equal(a, b)
+        changed |= not torch.equal(a, c)
+    assert changed
+    assert not set(ranks[0]["rows"]) & set(ranks[1]["rows"])  # each rank trained on prompts of its own
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["world_size"] == WORLD and state["step"] == 2
