@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,32 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or _init_distributed()
     dtype = getattr(torch, DTYPES[args.dtype] or ("bfloat16" if device.startswith("cuda") else "float32"))
     dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(args.model, **{dtype_kwarg: dtype}).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    GRPOTrainer(model, tokenizer, args.reward, dataset, config).train(resume_from=args.resume)
+    try:
+        GRPOTrainer(model, tokenizer, args.reward, dataset, config).train(resume_from=args.resume)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
+
+
+def _init_distributed() -> str:
+    """Under torchrun (WORLD_SIZE > 1) joins the process group (NCCL on CUDA, gloo on CPU) and returns this rank's
+    device; otherwise returns "cuda" when available, else "cpu"."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "cuda" if cuda else "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return f"cuda:{local_rank}" if cuda else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output-dir", default=None, help="write metrics.jsonl and the final checkpoint here")
     demo.set_defaults(run=_demo)
 
-    train = commands.add_parser("train", help="GRPO on a local Hugging Face model and a JSONL dataset")
+    train = commands.add_parser("train", help="GRPO on a local Hugging Face model and a JSONL dataset (several "
+                                "GPUs: torchrun --nproc_per_node N -m r1fast train ...)")
     train.add_argument("--model", required=True, help="a local model directory (from_pretrained)")
     train.add_argument("--dataset", required=True, help="JSONL rows with 'prompt' and the columns rewards read")
     train.add_argument("--reward", action="append", required=True,
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a GRPOConfig field (JSON value), e.g. --set learning_rate=1e-6")
     train.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
-    train.add_argument("--device", default=None, help="default: cuda when available")
+    train.add_argument("--device", default=None, help="default: cuda (this rank's GPU under torchrun) when available")
     train.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, else float32")
     train.set_defaults(run=_train)
 

@@ -92,3 +92,19 @@ def test_chat_prompts_go_through_the_chat_template_once(tiny_model_dir):
     assert trainer._encode_prompt(rows[0]) == tokenizer.encode("1+2=<think>")
     rollout = trainer.generate(rows, seed=0)
     assert rollout.prompt_ids == [tokenizer.encode("1+2=<think>")] * 2
+
+
+def test_train_command_under_torchrun_on_two_cpu_ranks(tiny_model_dir, tmp_path):
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "solution": str(2 * a)}) + "\n" for a in range(8)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "r1fast",
+               "train", "--model", str(tiny_model_dir), "--dataset", str(dataset), "--reward", "format",
+               "--output-dir", str(tmp_path / "run"), "--set", "prompts_per_step=2", "--set", "num_generations=2",
+               "--set", "micro_batch_size=4", "--set", "max_completion_length=6", "--set", "max_steps=2",
+               "--set", "sampler_block_size=4"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]  # rank 0 alone writes
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
