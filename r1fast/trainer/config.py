@@ -31,9 +31,10 @@ class GRPOConfig:
     reward function). Optimizer: AdamW with learning_rate, weight_decay, adam_beta1/2, adam_epsilon, max_grad_norm
     (0 = no clipping), lr_scheduler_type with warmup_steps; gradient_checkpointing (Hugging Face's, non-reentrant:
     activations of the training forward recomputed in the backward). Kernels: loss_backend ("auto": Triton on CUDA),
-    sampler_block_size, sampler_kv_cache_memory (bytes; None = the sampler's default), free_kv_cache (release the
-    KV pool for the training step). Run: max_steps, seed, output_dir, logging_steps, save_steps (0 = only at the
-    end).
+    sampler_block_size, sampler_kv_cache_memory (bytes; None = the sampler's default, half the free GPU memory at
+    the first generation, which stays allocated while training unless free_kv_cache), free_kv_cache (release the
+    KV pool for the training step; the next generation allocates it again and recaptures its CUDA graphs).
+    Run: max_steps, seed, output_dir, logging_steps, save_steps (0 = only at the end).
     """
 
     # what a step sees

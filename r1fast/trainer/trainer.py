@@ -83,7 +83,8 @@ class GRPOTrainer:
     model: the policy; the sampler generates with its parameters in place (no copy, no weight sync).
     tokenizer: encode(text) -> ids, decode(ids, skip_special_tokens=True) -> text (a Hugging Face tokenizer works;
     apply_chat_template for chat prompts). reward_funcs: registered reward names (r1fast.rewards) or callables
-    ``f(prompts, completions, **columns) -> list[float | None]``, as TRL calls them. train_dataset: a sequence of
+    ``f(prompts=..., completions=..., completion_ids=..., **columns) -> list[float | None]``, called with keywords
+    as TRL calls them. train_dataset: a sequence of
     dicts, each with "prompt" (a string, or chat messages) and any columns the rewards read (e.g. "solution").
     config: GRPOConfig. log_stream: where the console line goes (None: silent). With beta > 0 the KL's reference
     is a frozen copy of the model as passed here.
