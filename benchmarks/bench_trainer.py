@@ -1,0 +1,186 @@
+"""One GRPO step end to end: r1fast's GRPOTrainer against TRL 1.16's GRPOTrainer (HF generate), same model, batch
+and loss.
+
+    python benchmarks/bench_trainer.py                 # CUDA: Qwen2.5-0.5B shape, random bf16 weights
+    python benchmarks/bench_trainer.py --shape 1.5B --prompts 32 --completion-len 512
+    python benchmarks/bench_trainer.py --smoke         # any machine: a tiny model, checks the script end to end
+
+Both trainers take one optimizer step per generation batch of prompts x G completions (TRL: steps_per_generation =
+gradient_accumulation_steps, the micro-batches of micro_batch_size completions), dapo loss, beta 0, AdamW, on
+copies of the same model. The model has no EOS, so every completion has exactly --completion-len tokens and both
+do the same work; the reward is a cheap Python function of the token ids (spread within groups, so gradients are
+not zero). Reported per step, median over --steps after one warm-up step: generation and training seconds
+(r1fast's own split), the whole step, completion tokens per second of the step, and the peak allocated memory.
+Prints one table and writes the rows to benchmarks/out/bench_trainer.json. A peer that cannot run says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+OUT = Path(__file__).resolve().parent / "out"
+SHAPES = {  # Qwen2.5 configs (random weights)
+    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
+    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=300, tie_word_embeddings=True),
+}  # fmt: skip
+
+
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over 't0' .. 't<V-1>' (whitespace-separated), so both trainers tokenize and decode
+    the same way without a download. Its EOS '</s>' has id V, outside the model's logits: never sampled (TRL needs
+    an EOS id; the model's config has none)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"t{i}": i for i in range(vocab_size)} | {"</s>": vocab_size}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="t0", unk_token="t0", eos_token="</s>")
+
+
+def id_reward(completions, completion_ids, **_):
+    """(sum of the completion's token ids mod 7) / 6: cheap, deterministic, spread within every group."""
+    return [(sum(ids) % 7) / 6 for ids in completion_ids]
+
+
+def build_model(shape: str, max_len: int, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=max_len, eos_token_id=None, bos_token_id=None,
+                         pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+
+
+def prompts(n: int, length: int, vocab: int) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    return [{"prompt": " ".join(f"t{i}" for i in torch.randint(1, vocab, (length,), generator=g).tolist())}
+            for _ in range(n)]  # fmt: skip
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def run_r1fast(model, tokenizer, dataset, args, device) -> dict:
+    from r1fast.trainer import GRPOConfig, GRPOTrainer
+
+    config = GRPOConfig(prompts_per_step=args.prompts, num_generations=args.g, micro_batch_size=args.micro_batch,
+                        max_completion_length=args.completion_len, max_prompt_length=None, learning_rate=1e-6,
+                        loss_type="dapo", max_steps=args.steps + 1, logging_steps=1)  # fmt: skip
+    trainer = GRPOTrainer(model, tokenizer, [id_reward], dataset, config, log_stream=None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    history = trainer.train()[1:]  # the first step warms up (allocations, Triton compiles, CUDA graph captures)
+    return {
+        "generate_s": statistics.median(m["time/generate"] for m in history),
+        "train_s": statistics.median(m["time/train"] for m in history),
+        "step_s": statistics.median(m["step_time"] for m in history),
+        "peak_gib": peak_gib(device),
+    }
+
+
+def run_trl(model, tokenizer, dataset, args, device) -> dict:
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import TrainerCallback
+    except ImportError as e:
+        return {"skipped": f"not installed: {e.name}"}
+    gas = args.prompts * args.g // args.micro_batch
+    step_times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_times.append(time.perf_counter() - self.start)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = trl.GRPOConfig(
+            output_dir=str(OUT / "trl-run"), report_to=[], use_cpu=device.type != "cuda",
+            bf16=model.dtype == torch.bfloat16, per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=gas, steps_per_generation=gas, num_generations=args.g,
+            max_completion_length=args.completion_len, learning_rate=1e-6, loss_type="dapo", beta=0.0,
+            max_steps=args.steps + 1, logging_steps=1, save_strategy="no", lr_scheduler_type="constant",
+            temperature=1.0,
+        )  # fmt: skip
+        trainer = trl.GRPOTrainer(model=model, reward_funcs=[id_reward], args=config,
+                                  train_dataset=Dataset.from_list(dataset), processing_class=tokenizer,
+                                  callbacks=[StepTimer()])  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.train()
+    if len(step_times) < 2:
+        return {"skipped": f"TRL ran {len(step_times)} steps"}
+    return {"generate_s": None, "train_s": None, "step_s": statistics.median(step_times[1:]),
+            "peak_gib": peak_gib(device)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=list(SHAPES), default="0.5B")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--g", type=int, default=8)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--completion-len", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--no-trl", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU (or CUDA if present)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.shape, args.prompts, args.g, args.prompt_len, args.completion_len = "tiny", 2, 2, 4, 6
+        args.micro_batch, args.steps = 2, 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.smoke:
+        sys.exit("bench_trainer needs CUDA (or --smoke)")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    vocab = SHAPES[args.shape]["vocab_size"]
+    tokenizer = word_tokenizer(vocab)
+    dataset = prompts(args.prompts * (args.steps + 1), args.prompt_len, vocab)
+    model = build_model(args.shape, args.prompt_len + args.completion_len + 8, device, dtype)
+    trl_model = copy.deepcopy(model)
+
+    rows = [{"method": "r1fast", **run_r1fast(model, tokenizer, dataset, args, device)}]
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    rows.append({"method": "TRL 1.16 (HF generate)", **(
+        {"skipped": "--no-trl"} if args.no_trl else run_trl(trl_model, tokenizer, dataset, args, device))})  # fmt: skip
+    tokens = args.prompts * args.g * args.completion_len
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+            "shape": args.shape, "prompts": args.prompts, "G": args.g, "prompt_len": args.prompt_len,
+            "completion_len": args.completion_len, "micro_batch": args.micro_batch, "dtype": str(dtype)}  # fmt: skip
+    print(f"GRPO step, {meta}")
+    print(f"{'method':<24} {'generate s':>11} {'train s':>9} {'step s':>8} {'tokens/s':>10} {'peak GiB':>9}")
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['method']:<24} skipped: {row['skipped']}")
+            continue
+        row["tokens_per_s"] = tokens / row["step_s"]
+        cells = [row["generate_s"], row["train_s"], row["step_s"], row["tokens_per_s"], row["peak_gib"]]
+        text = ["-" if c is None else f"{c:.3f}" if i < 3 else f"{c:.0f}" if i == 3 else f"{c:.2f}"
+                for i, c in enumerate(cells)]  # fmt: skip
+        print(f"{row['method']:<24} {text[0]:>11} {text[1]:>9} {text[2]:>8} {text[3]:>10} {text[4]:>9}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench_trainer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
