@@ -52,7 +52,7 @@ class CharTokenizer:
 
 
 def problems() -> list[dict[str, str]]:
-    """Every problem as a dataset row: {"prompt": "12+7=", "solution": "19"}."""
+    """Every problem as a dataset row: {"prompt": "3+7=", "solution": "10"}."""
     return [{"prompt": f"{a}+{b}=", "solution": str(a + b)} for a in range(OPERAND_LIMIT)
             for b in range(OPERAND_LIMIT)]  # fmt: skip
 
@@ -139,9 +139,8 @@ def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, outp
         f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
     config = GRPOConfig(prompts_per_step=16, num_generations=8, micro_batch_size=64, max_completion_length=24,
                         learning_rate=learning_rate, temperature=temperature, reward_weights=[1.0, 0.2],
-                        max_steps=grpo_steps, seed=seed,
-                        sampler_block_size=8, output_dir=output_dir, logging_steps=logging_steps,
-                        save_steps=0)  # fmt: skip
+                        max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8, output_dir=output_dir,
+                        logging_steps=logging_steps)  # fmt: skip
     say(f"GRPO: {grpo_steps} steps of {config.prompts_per_step} prompts x {config.num_generations} completions, "
         f"rewards accuracy + 0.2 format, loss {config.loss_type}, lr {config.learning_rate}")  # fmt: skip
     start = time.perf_counter()

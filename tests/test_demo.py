@@ -25,3 +25,8 @@ def test_demo_tokenizer_round_trips_the_template_and_rejects_other_characters():
     assert len(problems()) == 100
     with pytest.raises(ValueError, match="no token for '\\*'"):
         tokenizer.encode("7*8")
+
+
+def test_demo_phases_can_be_skipped():
+    results = run_demo(sft_steps=0, grpo_steps=0, stream=None)
+    assert results["initial"] == results["after_sft"] == results["after_grpo"]
