@@ -59,9 +59,16 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 def _demo(args: argparse.Namespace) -> int:
     from r1fast.demo import run_demo
 
-    run_demo(sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, seed=args.seed, output_dir=args.output_dir,
-             logging_steps=args.logging_steps, learning_rate=args.learning_rate,
-             temperature=args.temperature)  # fmt: skip
+    if args.sft_steps < 0 or args.grpo_steps < 0:
+        print("error: --sft-steps and --grpo-steps must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        run_demo(sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, seed=args.seed, output_dir=args.output_dir,
+                 logging_steps=args.logging_steps, learning_rate=args.learning_rate,
+                 temperature=args.temperature)  # fmt: skip
+    except ValueError as e:  # a meaningless setting, rejected by GRPOConfig before any training
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -71,15 +78,19 @@ def _train(args: argparse.Namespace) -> int:
     from packaging.version import Version
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from r1fast import rewards
     from r1fast.trainer import GRPOTrainer
 
     try:  # the user's input: a bad value ends here with one line, not a traceback
         config = build_config(args.config, args.set, output_dir=args.output_dir)
         dataset = read_jsonl(args.dataset)
+        for name in args.reward:
+            rewards.get(name)
     except (ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = args.device or _init_distributed()
+    rank_device = _init_distributed()  # joins the process group under torchrun, whatever --device says
+    device = args.device or rank_device
     dtype = getattr(torch, DTYPES[args.dtype] or ("bfloat16" if device.startswith("cuda") else "float32"))
     dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(args.model, **{dtype_kwarg: dtype}).to(device).eval()

@@ -127,6 +127,10 @@ def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, outp
     there. Returns the greedy evaluations {"initial", "after_sft", "after_grpo"}. Deterministic for a seed on a
     given machine (CPU)."""
     say = (lambda *a: print(*a, file=stream, flush=True)) if stream is not None else (lambda *a: None)
+    config = GRPOConfig(prompts_per_step=16, num_generations=8, micro_batch_size=64, max_completion_length=24,
+                        learning_rate=learning_rate, temperature=temperature, reward_weights=[1.0, 0.2],
+                        max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8, output_dir=output_dir,
+                        logging_steps=logging_steps)  # fmt: skip
     tokenizer = CharTokenizer()
     rows = problems()
     model = make_policy(tokenizer, seed)
@@ -137,10 +141,6 @@ def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, outp
     results["after_sft"] = evaluate(model, tokenizer, rows)
     say(f"cold-start SFT: {sft_steps} steps of 32 formatted solutions, loss {losses[0]:.3f} -> {losses[-1]:.3f} "
         f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
-    config = GRPOConfig(prompts_per_step=16, num_generations=8, micro_batch_size=64, max_completion_length=24,
-                        learning_rate=learning_rate, temperature=temperature, reward_weights=[1.0, 0.2],
-                        max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8, output_dir=output_dir,
-                        logging_steps=logging_steps)  # fmt: skip
     say(f"GRPO: {grpo_steps} steps of {config.prompts_per_step} prompts x {config.num_generations} completions, "
         f"rewards accuracy + 0.2 format, loss {config.loss_type}, lr {config.learning_rate}")  # fmt: skip
     start = time.perf_counter()

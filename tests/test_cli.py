@@ -75,6 +75,11 @@ def test_train_command_reports_bad_input_in_one_line(tiny_model_dir, tmp_path, c
     assert "micro_batch_size=3 must divide" in capsys.readouterr().err
     assert main([*common, "--dataset", str(dataset), "--set", "novalue"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main([*common, "--dataset", str(dataset), "--reward", "no_such_reward"]) == 2
+    assert "unknown reward 'no_such_reward'" in capsys.readouterr().err
+    assert main(["demo", "--temperature", "-1"]) == 2
+    assert "temperature" in capsys.readouterr().err
+    assert main(["demo", "--grpo-steps", "-1"]) == 2
 
 
 def test_chat_prompts_go_through_the_chat_template_once(tiny_model_dir):
