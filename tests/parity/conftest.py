@@ -52,11 +52,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def make_trainer(tiny_checkpoint, tmp_path_factory) -> Callable[..., GRPOTrainer]:
-    """Builds (and caches) a GRPOTrainer on the tiny checkpoint; keyword arguments go to GRPOConfig."""
+    """Builds (and caches) a GRPOTrainer (or trainer_class, a subclass) on the tiny checkpoint; keyword arguments
+    go to GRPOConfig."""
     cache: dict[tuple, GRPOTrainer] = {}
 
-    def build(reward_funcs=None, **config) -> GRPOTrainer:
-        key = (tuple(id(f) for f in reward_funcs or ()), repr(sorted(config.items())))
+    def build(reward_funcs=None, trainer_class=GRPOTrainer, **config) -> GRPOTrainer:
+        key = (trainer_class, tuple(id(f) for f in reward_funcs or ()), repr(sorted(config.items())))
         if key in cache:
             return cache[key]
         config = {"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 8} | config
@@ -72,7 +73,7 @@ def make_trainer(tiny_checkpoint, tmp_path_factory) -> Callable[..., GRPOTrainer
         dataset = Dataset.from_dict({"prompt": ["w1 w2 w3"] * 8})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = GRPOTrainer(
+            trainer = trainer_class(
                 model=str(tiny_checkpoint),
                 reward_funcs=reward_funcs or [lambda completions, **_: [0.0] * len(completions)],
                 args=args,

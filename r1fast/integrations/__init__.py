@@ -1,0 +1,1 @@
+"""Backends for other trainers: ``r1fast.integrations.trl.R1FastGRPOTrainer`` (needs trl)."""
