@@ -11,13 +11,13 @@ copies of the same model. The model has no EOS, so every completion has exactly 
 do the same work; the reward is a cheap Python function of the token ids (spread within groups, so gradients are
 not zero). Reported per step, median over --steps after one warm-up step: generation and training seconds
 (r1fast's own split), the whole step, completion tokens per second of the step, and the peak allocated memory.
-Prints one table and writes the rows to benchmarks/out/bench_trainer.json. A peer that cannot run says why.
+A third row runs TRL with r1fast's fused loss swapped in (r1fast.integrations.trl). Prints one table and writes
+the rows to benchmarks/out/bench_trainer.json. A peer that cannot run says why.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -91,13 +91,17 @@ def run_r1fast(model, tokenizer, dataset, args, device) -> dict:
     }
 
 
-def run_trl(model, tokenizer, dataset, args, device) -> dict:
+def run_trl(model, tokenizer, dataset, args, device, fused_loss: bool) -> dict:
+    """TRL's GRPOTrainer, or (fused_loss) r1fast.integrations.trl.R1FastGRPOTrainer: TRL with r1fast's loss."""
     try:
         import trl
         from datasets import Dataset
         from transformers import TrainerCallback
     except ImportError as e:
         return {"skipped": f"not installed: {e.name}"}
+    trainer_class = trl.GRPOTrainer
+    if fused_loss:
+        from r1fast.integrations.trl import R1FastGRPOTrainer as trainer_class
     gas = args.prompts * args.g // args.micro_batch
     step_times: list[float] = []
 
@@ -120,7 +124,7 @@ def run_trl(model, tokenizer, dataset, args, device) -> dict:
             max_steps=args.steps + 1, logging_steps=1, save_strategy="no", lr_scheduler_type="constant",
             temperature=1.0,
         )  # fmt: skip
-        trainer = trl.GRPOTrainer(model=model, reward_funcs=[id_reward], args=config,
+        trainer = trainer_class(model=model, reward_funcs=[id_reward], args=config,
                                   train_dataset=Dataset.from_list(dataset), processing_class=tokenizer,
                                   callbacks=[StepTimer()])  # fmt: skip
         if device.type == "cuda":
@@ -154,15 +158,22 @@ def main() -> None:
     vocab = SHAPES[args.shape]["vocab_size"]
     tokenizer = word_tokenizer(vocab)
     dataset = prompts(args.prompts * (args.steps + 1), args.prompt_len, vocab)
-    model = build_model(args.shape, args.prompt_len + args.completion_len + 8, device, dtype)
-    trl_model = copy.deepcopy(model)
+    max_len = args.prompt_len + args.completion_len + 8
+    model = build_model(args.shape, max_len, device, dtype)
 
     rows = [{"method": "r1fast", **run_r1fast(model, tokenizer, dataset, args, device)}]
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    rows.append({"method": "TRL 1.16 (HF generate)", **(
-        {"skipped": "--no-trl"} if args.no_trl else run_trl(trl_model, tokenizer, dataset, args, device))})  # fmt: skip
+    for name, fused in (("TRL 1.16 (HF generate)", False), ("TRL + r1fast loss", True)):
+        if args.no_trl:
+            rows.append({"method": name, "skipped": "--no-trl"})
+            continue
+        peer_model = build_model(args.shape, max_len, device, dtype)  # the same seed: the same weights
+        rows.append({"method": name, **run_trl(peer_model, tokenizer, dataset, args, device, fused)})
+        del peer_model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     tokens = args.prompts * args.g * args.completion_len
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "shape": args.shape, "prompts": args.prompts, "G": args.g, "prompt_len": args.prompt_len,
