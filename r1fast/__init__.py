@@ -25,7 +25,7 @@ _EXPORTS = {
     "SamplingParams": "r1fast.sampler",
 }
 
-_SUBMODULES = ("reference", "loss", "advantages", "rewards", "sampler", "kernels")
+_SUBMODULES = ("reference", "loss", "advantages", "rewards", "sampler", "kernels", "trainer")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
