@@ -75,6 +75,27 @@ def test_micro_batched_gradient_is_the_reference_loss_gradient(loss_type, seed):
     assert math.isclose(metrics["loss"], logps_loss.item(), rel_tol=1e-4, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("loss_type, level", [("dapo", "token"), ("grpo", "sequence")])
+def test_triton_loss_backend_gives_the_reference_backends_gradient(loss_type, level, seed):
+    # The trainer's loop on the Triton kernels (through the interpreter on CPU), old log-probs off-policy and a KL.
+    got = []
+    for backend in ("reference", "triton"):
+        tr = trainer(seed, loss_type=loss_type, importance_sampling_level=level, loss_backend=backend, beta=0.05,
+                     temperature=0.9)  # fmt: skip
+        rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+        rollout.advantages = torch.randn(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
+        batches = tr.micro_batches(rollout)
+        old = [tr._logps(tr.model, b) + 0.1 for b in batches]
+        ref = [tr._logps(tr.ref_model, b) for b in batches]
+        tr.model.zero_grad()
+        metrics = tr.loss_and_backward(batches, old, ref)
+        got.append((metrics, grads(tr.model)))
+    (want_metrics, want), (metrics, grads_triton) = got
+    for a, b in zip(want, grads_triton, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * a.abs().max().item() + 1e-8)
+    assert metrics["loss"] == pytest.approx(want_metrics["loss"], rel=1e-4, abs=1e-6)
+
+
 def _reference_with_old(model, rollout, config, old_logps) -> torch.Tensor:
     logps, masks = [], []
     t = old_logps.shape[1]
