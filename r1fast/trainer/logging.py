@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -17,6 +18,20 @@ CONSOLE_KEYS = ("reward", "reward_std", "completions/mean_length", "kl", "entrop
                 "loss", "grad_norm", "step_time")  # fmt: skip
 
 
+@functools.cache
+def _nvml_handle(index: int):
+    """NVML initialised once per process, and the handle of CUDA device `index`, found by its PCI address (NVML
+    numbers every GPU of the machine, CUDA only the visible ones)."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    props = torch.cuda.get_device_properties(index)
+    if all(hasattr(props, a) for a in ("pci_domain_id", "pci_bus_id", "pci_device_id")):
+        address = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+        return pynvml.nvmlDeviceGetHandleByPciBusId(address)
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
 def gpu_stats(device: torch.device) -> dict[str, float]:
     """Memory and utilisation of a CUDA device from NVML (nvidia-ml-py), plus torch's peak allocation; {} elsewhere
     or when NVML is unavailable."""
@@ -26,9 +41,7 @@ def gpu_stats(device: torch.device) -> dict[str, float]:
     try:
         import pynvml
 
-        pynvml.nvmlInit()
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = _nvml_handle(device.index if device.index is not None else torch.cuda.current_device())
         memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
         stats["gpu/used_gib"] = memory.used / 2**30
         stats["gpu/utilization"] = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
@@ -41,9 +54,9 @@ def _short(key: str) -> str:
     """A metric's name on the console: "rewards/accuracy/mean" -> "accuracy", "clip_ratio/region_mean" ->
     "clip_ratio", "completions/mean_length" -> "mean_length"."""
     parts = key.split("/")
-    if parts[0] in ("rewards", "clip_ratio"):
-        return parts[1] if parts[0] == "rewards" else "clip_ratio"
-    return parts[-1]
+    if parts[0] == "rewards":
+        return parts[1]
+    return "clip_ratio" if parts[0] == "clip_ratio" else parts[-1]
 
 
 def _plain(value: Any) -> Any:
