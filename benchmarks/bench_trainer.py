@@ -26,17 +26,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from bench_sampler import SHAPES  # the Qwen2.5 shapes (random weights), defined once for the benchmarks
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 OUT = Path(__file__).resolve().parent / "out"
-SHAPES = {  # Qwen2.5 configs (random weights)
-    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
-    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                 num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, vocab_size=300, tie_word_embeddings=True),
-}  # fmt: skip
 
 
 def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
