@@ -58,6 +58,16 @@ def sum_over_ranks(value: float, device: torch.device) -> float:
     return t.item()
 
 
+def _reduction(key: str) -> str:
+    """How a metric combines over ranks: "min" for */min_*, "max" for */max_* and timings, else "mean"."""
+    leaf = key.rsplit("/", 1)[-1]
+    if leaf.startswith("min_"):
+        return "min"
+    if leaf.startswith("max_") or key.startswith("time/") or key == "step_time":
+        return "max"
+    return "mean"
+
+
 def reduce_metrics(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
     """Metrics over all ranks: the minimum of */min_*, the maximum of */max_* and of timings, the mean of the rest.
     Every rank must pass the same keys."""
@@ -65,18 +75,16 @@ def reduce_metrics(metrics: dict[str, float], device: torch.device) -> dict[str,
     if world == 1:
         return metrics
     keys = sorted(metrics)
-    ops = {"min": [], "max": [], "mean": []}
+    groups: dict[str, list[str]] = {"min": [], "max": [], "mean": []}
     for k in keys:
-        leaf = k.rsplit("/", 1)[-1]
-        kind = "min" if leaf.startswith("min_") else "max" if leaf.startswith("max_") or k.startswith("time/") or \
-            k == "step_time" else "mean"  # fmt: skip
-        ops[kind].append(k)
+        groups[_reduction(k)].append(k)
+    ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "mean": dist.ReduceOp.SUM}
     out = {}
-    for kind, names in ops.items():
+    for kind, names in groups.items():
         if not names:
             continue
         t = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=device)
-        dist.all_reduce(t, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "mean": dist.ReduceOp.SUM}[kind])
+        dist.all_reduce(t, op=ops[kind])
         if kind == "mean":
             t /= world
         out.update(zip(names, t.tolist(), strict=True))

@@ -263,15 +263,12 @@ class GRPOTrainer:
                                      bias=head.bias, temperature=self.config.temperature,
                                      backend=self.config.loss_backend)  # fmt: skip
 
-    def _micro_slices(self, n: int) -> list[slice]:
-        size = self.config.micro_batch_size
-        return [slice(s, s + size) for s in range(0, n, size)]
-
     def micro_batches(self, rollout: Rollout) -> list[dict[str, torch.Tensor]]:
         """The rollout as micro-batches of micro_batch_size completions (see _micro_batch), each with its
         advantages [b]."""
-        out = []
-        for index in self._micro_slices(len(rollout.completion_ids)):
+        out, size = [], self.config.micro_batch_size
+        for start in range(0, len(rollout.completion_ids), size):
+            index = slice(start, start + size)
             batch = self._micro_batch(rollout, index)
             batch["advantages"] = rollout.advantages[index].to(self.device)
             out.append(batch)
