@@ -118,11 +118,11 @@ PYBIND11_MODULE(_C, m) {
     return batch_indexed(c.views.size(), threads, [&](std::size_t i) {
       return static_cast<double>(rw::accuracy(c.views[i], g.views[i], options));
     });
-  }, py::arg("completions"), py::arg("golds"), py::arg("rel_tol") = 1e-6, py::arg("threads") = 0,
+  }, py::arg("completions"), py::arg("golds"), py::arg("rel_tol") = 0.0, py::arg("threads") = 0,
   "1.0 correct, 0.0 wrong, -1.0 where the gold answer cannot be parsed.");
   m.def("answers_equal", [](const std::string& gold, const std::string& predicted, double rel_tol) {
     return rw::answers_equal(gold, predicted, rw::AccuracyOptions{rel_tol});
-  }, py::arg("gold"), py::arg("predicted"), py::arg("rel_tol") = 1e-6);
+  }, py::arg("gold"), py::arg("predicted"), py::arg("rel_tol") = 0.0);
   m.def("extract_answer", [](const std::string& text) { return py::bytes(std::string(rw::extract_answer(text))); },
         py::arg("text"));
 

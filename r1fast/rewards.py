@@ -109,7 +109,7 @@ def accuracy_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Any],
     *,
-    rel_tol: float = 1e-6,
+    rel_tol: float = 0.0,
     threads: int = 0,
     **columns: Any,
 ) -> list[float | None]:
@@ -134,7 +134,7 @@ def extract_answer(text: Any) -> str:
     return _C.extract_answer(raw).decode("utf-8", "replace")
 
 
-def answers_equal(gold: str, predicted: str, *, rel_tol: float = 1e-6) -> bool:
+def answers_equal(gold: str, predicted: str, *, rel_tol: float = 0.0) -> bool:
     """Whether two already-extracted answers are equal under the accuracy reward's rules."""
     def raw(s: Any) -> bytes:
         return s if isinstance(s, bytes) else str(s).encode("utf-8", "surrogatepass")
@@ -157,7 +157,7 @@ def len_reward(
     prompts: Sequence[Any] | None,
     completions: Sequence[Any],
     *,
-    rel_tol: float = 1e-6,
+    rel_tol: float = 0.0,
     threads: int = 0,
     **columns: Any,
 ) -> list[float]:
@@ -191,7 +191,7 @@ def cosine_scaled_reward(
     min_value_correct: float = 0.5,
     max_value_correct: float = 1.0,
     max_len: int = 1000,
-    rel_tol: float = 1e-6,
+    rel_tol: float = 0.0,
     threads: int = 0,
     **columns: Any,
 ) -> list[float]:

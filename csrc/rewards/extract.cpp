@@ -1,15 +1,20 @@
 #include "rewards/extract.hpp"
 
-#include <algorithm>
 #include <cstring>
+#include <vector>
+
+#include "rewards/normalize.hpp"
 
 namespace r1fast::rewards {
 
 namespace {
 
+constexpr int kMaxBoxes = 32;
+constexpr std::size_t kMaxGlue = 64;  // bytes between two boxes of one answer list
+
 bool is_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 bool is_letter(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
+bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 std::string_view trim(std::string_view s) noexcept {
@@ -18,10 +23,12 @@ std::string_view trim(std::string_view s) noexcept {
   return s;
 }
 
-std::string_view rest_of_line(std::string_view s, std::size_t from) noexcept {
-  s = s.substr(from);
-  const std::size_t nl = s.find('\n');
-  return nl == std::string_view::npos ? s : s.substr(0, nl);
+bool starts_nocase(std::string_view s, std::size_t i, std::string_view lower_needle) noexcept {
+  if (i + lower_needle.size() > s.size()) return false;
+  for (std::size_t k = 0; k < lower_needle.size(); ++k) {
+    if (lower(s[i + k]) != lower_needle[k]) return false;
+  }
+  return true;
 }
 
 // Last position of byte c in s[0, n), or nullptr; memrchr where the C library has it.
@@ -60,7 +67,6 @@ void scan_back(std::string_view s, char c, Visit visit) noexcept {
 std::size_t rfind_fast(std::string_view hay, std::string_view needle) noexcept {
   std::size_t found = std::string_view::npos;
   scan_back(hay, needle[0], [&](std::size_t i) {
-    // The inline second-byte test keeps dense first-byte hits cheap.
     if (needle.size() > 1 && (i + 1 >= hay.size() || hay[i + 1] != needle[1])) return false;
     if (hay.compare(i, needle.size(), needle) != 0) return false;
     found = i;
@@ -69,94 +75,16 @@ std::size_t rfind_fast(std::string_view hay, std::string_view needle) noexcept {
   return found;
 }
 
-bool starts_nocase(std::string_view s, std::size_t i, std::string_view lower_needle) noexcept {
-  if (i + lower_needle.size() > s.size()) return false;
-  for (std::size_t k = 0; k < lower_needle.size(); ++k) {
-    if (lower(s[i + k]) != lower_needle[k]) return false;
-  }
-  return true;
-}
-
-// The last positions of "####", "answer is" and "answer:" (the last two case-insensitive).
-struct Markers {
-  std::size_t hashes = std::string_view::npos;
-  std::size_t answer_is = std::string_view::npos;
-  std::size_t answer_colon = std::string_view::npos;
+struct Box {
+  std::size_t start = 0;  // the backslash of \boxed
+  std::size_t end = 0;    // one past the closing brace (or the token of \boxed 5)
+  std::string_view content;
 };
 
-Markers find_markers(std::string_view s) noexcept {
-  Markers m;
-  m.hashes = rfind_fast(s, "####");
-  if (m.hashes != std::string_view::npos) return m;  // the highest priority: the others are not needed
-  // "answer" candidates are found by their 'w' (rarer in text than 'a'), in both cases.
-  for (char w : {'w', 'W'}) {
-    scan_back(s, w, [&](std::size_t i) {
-      if (i < 3 || !starts_nocase(s, i - 3, "answer")) return false;
-      const std::size_t at = i - 3;
-      if (starts_nocase(s, at + 6, " is") && (m.answer_is == std::string_view::npos || at > m.answer_is)) {
-        m.answer_is = at;
-      }
-      if (starts_nocase(s, at + 6, ":") && (m.answer_colon == std::string_view::npos || at > m.answer_colon)) {
-        m.answer_colon = at;
-      }
-      return m.answer_is != std::string_view::npos && m.answer_colon != std::string_view::npos;
-    });
-  }
-  return m;
-}
-
-}  // namespace
-
-std::string_view clean_answer(std::string_view s) noexcept {
-  for (int round = 0; round < 4; ++round) {
-    const std::string_view before = s;
-    s = trim(s);
-    while (!s.empty() && (s.back() == '.' || s.back() == ':' || s.back() == ';')) s.remove_suffix(1);
-    s = trim(s);
-    if (s.substr(0, 2) == "**") s.remove_prefix(2);  // markdown bold, also "**Answer:** 17"
-    if (s.size() >= 2 && s.substr(s.size() - 2) == "**") s.remove_suffix(2);
-    if (s.size() >= 2 && s.front() == '$' && s.back() == '$') {
-      s = s.substr(1, s.size() - 2);
-      if (s.size() >= 2 && s.front() == '$' && s.back() == '$') s = s.substr(1, s.size() - 2);
-    }
-    if (s.size() >= 4 && (s.substr(0, 2) == "\\(" || s.substr(0, 2) == "\\[") &&
-        (s.substr(s.size() - 2) == "\\)" || s.substr(s.size() - 2) == "\\]")) {
-      s = s.substr(2, s.size() - 4);
-    }
-    if (s == before) break;
-  }
-  return s;
-}
-
-namespace {
-
-std::string_view clean(std::string_view s) noexcept { return clean_answer(s); }
-
-// Markers 3-5, searched in `s`. "####" anywhere wins; "answer is" and "answer:" are tried last-first.
-bool marked_answer(std::string_view s, std::string_view& out) noexcept {
-  const Markers m = find_markers(s);
-  if (m.hashes != std::string_view::npos) {
-    out = clean(rest_of_line(s, m.hashes + 4));
-    if (!out.empty()) return true;
-  }
-  if (m.answer_is != std::string_view::npos) {
-    std::string_view rest = trim(rest_of_line(s, m.answer_is + 9));
-    if (!rest.empty() && rest.front() == ':') rest.remove_prefix(1);
-    out = clean(rest);
-    if (!out.empty()) return true;
-  }
-  if (m.answer_colon != std::string_view::npos) {
-    out = clean(rest_of_line(s, m.answer_colon + 7));
-    if (!out.empty()) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
-bool last_boxed(std::string_view s, std::string_view& content) noexcept {
-  // Try the last few occurrences only: each try is O(n), and an unbalanced last \boxed{ is rare.
-  std::size_t end = s.size();
+// The last complete \boxed{...} / \fbox{...} that starts before `limit`. Tries the last few occurrences only: each
+// try is O(n), and an unbalanced last \boxed{ is rare.
+bool last_box(std::string_view s, std::size_t limit, Box& box) noexcept {
+  std::size_t end = limit;
   for (int tries = 0; tries < 4; ++tries) {
     std::size_t pos = std::string_view::npos;
     std::size_t name = 0;
@@ -184,7 +112,7 @@ bool last_boxed(std::string_view s, std::string_view& content) noexcept {
         }
         if (s[k] == '{') ++depth;
         if (s[k] == '}' && --depth == 0) {
-          content = trim(s.substr(i + 1, k - i - 1));
+          box = Box{pos, k + 1, trim(s.substr(i + 1, k - i - 1))};
           return true;
         }
       }
@@ -192,12 +120,70 @@ bool last_boxed(std::string_view s, std::string_view& content) noexcept {
       // \boxed 5: one token up to the next space or $.
       std::size_t k = i;
       while (k < s.size() && !is_space(s[k]) && s[k] != '$') ++k;
-      content = s.substr(i, k - i);
+      box = Box{pos, k, s.substr(i, k - i)};
       return true;
     }
     end = pos;
   }
   return false;
+}
+
+// Whether `glue` (the text between two boxes) only separates them: spaces, punctuation, math delimiters, spacing
+// commands, `and` / `or` (also as \text{ and }).
+bool only_glue(std::string_view glue) noexcept {
+  if (glue.size() > kMaxGlue) return false;
+  std::size_t i = 0;
+  while (i < glue.size()) {
+    const char c = glue[i];
+    if (is_space(c) || c == '$' || c == ',' || c == ';' || c == '.' || c == '&' || c == '~') {
+      ++i;
+      continue;
+    }
+    if (starts_nocase(glue, i, "and") && (i + 3 == glue.size() || !is_letter(glue[i + 3]))) {
+      i += 3;
+      continue;
+    }
+    if (starts_nocase(glue, i, "or") && (i + 2 == glue.size() || !is_letter(glue[i + 2]))) {
+      i += 2;
+      continue;
+    }
+    if (c != '\\' || i + 1 >= glue.size()) return false;
+    const char n = glue[i + 1];
+    if (n == ',' || n == ';' || n == ':' || n == '!' || n == ' ' || n == '(' || n == ')' || n == '[' || n == ']' ||
+        n == '\\') {
+      i += 2;
+      continue;
+    }
+    if (glue.compare(i, 6, "\\quad") == 0 || glue.compare(i, 7, "\\qquad") == 0) {
+      i += glue.compare(i, 6, "\\quad") == 0 ? 5 : 6;
+      continue;
+    }
+    if (glue.compare(i, 6, "\\text{") == 0) {
+      const std::size_t close = glue.find('}', i);
+      if (close == std::string_view::npos || !only_glue(glue.substr(i + 6, close - i - 6))) return false;
+      i = close + 1;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// The boxes of the final answer: the last one and those right before it that only glue separates from it, last
+// first.
+bool final_boxes(std::string_view s, std::vector<std::string_view>& contents) {
+  Box box;
+  if (!last_box(s, s.size(), box)) return false;
+  contents.assign(1, box.content);
+  std::size_t start = box.start;
+  while (static_cast<int>(contents.size()) < kMaxBoxes) {
+    Box before;
+    if (start == 0 || !last_box(s, start, before) || before.end > start) break;
+    if (!only_glue(s.substr(before.end, start - before.end))) break;
+    contents.push_back(before.content);
+    start = before.start;
+  }
+  return true;
 }
 
 bool last_answer_block(std::string_view s, std::string_view& content) noexcept {
@@ -209,17 +195,323 @@ bool last_answer_block(std::string_view s, std::string_view& content) noexcept {
   return true;
 }
 
-std::string_view extract_answer(std::string_view completion) noexcept {
-  std::string_view found;
-  std::string_view block;
-  if (last_answer_block(completion, block)) {
-    if (last_boxed(block, found)) return clean(found);
-    if (marked_answer(block, found)) return found;
-    return clean(block);
+// The math span starting at s[i] ($..$, $$..$$, \(..\), \[..\]): its content and the index past its end.
+bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, std::size_t& after) noexcept {
+  std::string_view open;
+  std::string_view close;
+  if (s[i] == '$') {
+    if (i > 0 && s[i - 1] == '\\') return false;  // \$ is a dollar sign
+    const bool display = i + 1 < s.size() && s[i + 1] == '$';
+    open = display ? "$$" : "$";
+    close = open;
+  } else if (s.compare(i, 2, "\\(") == 0) {
+    open = "\\(";
+    close = "\\)";
+  } else if (s.compare(i, 2, "\\[") == 0) {
+    open = "\\[";
+    close = "\\]";
+  } else {
+    return false;
   }
-  if (last_boxed(completion, found)) return clean(found);
-  if (marked_answer(completion, found)) return found;
-  return {};
+  std::size_t k = i + open.size();
+  while (true) {
+    const std::size_t end = s.find(close, k);
+    if (end == std::string_view::npos) return false;
+    if (close[0] == '$' && end > 0 && s[end - 1] == '\\') {  // an escaped \$ inside the span
+      k = end + 1;
+      continue;
+    }
+    content = s.substr(i + open.size(), end - i - open.size());
+    after = end + close.size();
+    return true;
+  }
+}
+
+// The last complete math span in s, scanning forward so that $ pairs open and close in order.
+bool last_math(std::string_view s, std::string_view& content) noexcept {
+  bool found = false;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (c != '$' && c != '\\') {
+      ++i;
+      continue;
+    }
+    std::string_view span;
+    std::size_t after = 0;
+    if (math_span_at(s, i, span, after)) {
+      if (!trim(span).empty()) {
+        content = span;
+        found = true;
+      }
+      i = after;
+    } else if (c == '$' && (i == 0 || s[i - 1] != '\\')) {
+      break;  // an unclosed $: nothing after it pairs
+    } else {
+      i += c == '\\' ? 2 : 1;
+    }
+  }
+  return found;
+}
+
+// The last of the markers "answer is" and "answer:" (case-insensitive); npos when neither is present. `skip` is
+// set to the marker's length.
+std::size_t last_answer_marker(std::string_view s, std::size_t& skip) noexcept {
+  std::size_t best = std::string_view::npos;
+  // "answer" is found by its 'w' (rarer in text than 'a'), in both cases.
+  for (char w : {'w', 'W'}) {
+    scan_back(s, w, [&](std::size_t i) {
+      if (i < 3 || !starts_nocase(s, i - 3, "answer")) return false;
+      const std::size_t at = i - 3;
+      if (best != std::string_view::npos && at < best) return true;
+      std::size_t k = at + 6;
+      if (k < s.size() && (s[k] == 's' || s[k] == 'S')) ++k;  // "answers are"
+      while (k < s.size() && (s[k] == '*' || s[k] == ' ')) ++k;
+      if (starts_nocase(s, k, "is") || starts_nocase(s, k, "are")) {
+        best = at;
+        skip = k + (starts_nocase(s, k, "is") ? 2 : 3) - at;
+        return true;
+      }
+      if (k < s.size() && s[k] == ':') {
+        best = at;
+        skip = k + 1 - at;
+        return true;
+      }
+      return false;
+    });
+  }
+  return best;
+}
+
+// The end of the sentence that starts at s[0]: a newline, or a period/!/? followed by a space or the end (a
+// decimal point is not an end).
+std::size_t sentence_end(std::string_view s) noexcept {
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    const char c = s[k];
+    if (c == '\n') return k;
+    if (c == '$' || (c == '\\' && k + 1 < s.size() && (s[k + 1] == '(' || s[k + 1] == '['))) {
+      std::string_view span;
+      std::size_t after = 0;
+      if (math_span_at(s, k, span, after)) {
+        k = after - 1;
+        continue;
+      }
+    }
+    if ((c == '.' || c == '!' || c == '?') && (k + 1 == s.size() || is_space(s[k + 1]))) return k;
+  }
+  return s.size();
+}
+
+bool one_of(std::string_view word, std::initializer_list<std::string_view> words) noexcept {
+  for (std::string_view w : words) {
+    if (word.size() == w.size() && starts_nocase(word, 0, w)) return true;
+  }
+  return false;
+}
+
+// Words that carry no value before an answer: "the answer is therefore 5", "the answer is option (B)".
+bool filler_word(std::string_view w) noexcept {
+  return one_of(w, {"therefore", "thus", "hence", "so", "then", "simply", "just", "exactly", "clearly", "indeed",
+                    "option", "choice", "the", "that", "we", "get", "have", "be", "to", "equal", "equals",
+                    "finally", "actually", "answer", "final", "is"});
+}
+
+// Words that change a value: an answer ending in one is not stripped of its words (it stays text, never equal).
+bool value_word(std::string_view w) noexcept {
+  return one_of(w, {"thousand", "thousands", "million", "millions", "billion", "billions", "trillion", "hundred",
+                    "hundreds", "squared", "cubed", "dozen", "dozens", "percent", "times", "plus", "minus", "over",
+                    "half", "halves", "quarter", "quarters", "third", "thirds", "and", "or", "not", "no", "negative",
+                    "than", "less", "more", "divided", "per", "to"});
+}
+
+// The plain word (letters, maybe a ^digit unit power) ending at s.size(), or empty.
+std::string_view trailing_word(std::string_view s) noexcept {
+  std::size_t k = s.size();
+  if (k >= 2 && is_digit(s[k - 1]) && s[k - 2] == '^') k -= 2;
+  std::size_t j = k;
+  while (j > 0 && is_letter(s[j - 1])) --j;
+  // A rate unit: km/h, m/s (letters on both sides of one slash).
+  if (j > 1 && j < k && s[j - 1] == '/' && is_letter(s[j - 2])) {
+    --j;
+    while (j > 0 && is_letter(s[j - 1])) --j;
+  }
+  if (k - j < 2 || j == 0 || s[j - 1] != ' ') return {};
+  return s.substr(j, k - j);
+}
+
+// What follows the last " is " of a sentence ("the largest $n$ is 34" -> "34"), or the sentence itself.
+std::string_view after_last_is(std::string_view s) noexcept {
+  std::size_t found = std::string_view::npos;
+  for (std::size_t k = 0; k + 4 <= s.size(); ++k) {
+    if (s[k] == '$') {  // not inside math
+      std::string_view span;
+      std::size_t after = 0;
+      if (math_span_at(s, k, span, after)) k = after - 1;
+      continue;
+    }
+    if (s[k] == ' ' && (s.compare(k, 4, " is ") == 0 || s.compare(k, 5, " are ") == 0 ||
+                        s.compare(k, 8, " equals ") == 0)) {
+      found = k + (s[k + 1] == 'i' ? 4 : s[k + 1] == 'a' ? 5 : 8);
+    }
+  }
+  return found == std::string_view::npos ? s : s.substr(found);
+}
+
+std::string_view leading_word(std::string_view s) noexcept {
+  std::size_t j = 0;
+  while (j < s.size() && is_letter(s[j])) ++j;
+  if (j < 2 || (j < s.size() && s[j] != ' ' && s[j] != ':' && s[j] != ',')) return {};
+  return s.substr(0, j);
+}
+
+std::string_view strip_punctuation(std::string_view s) noexcept {
+  s = trim(s);
+  while (!s.empty() && (s.back() == '.' || s.back() == ':' || s.back() == ';' || s.back() == ',' ||
+                        s.back() == '?')) {
+    s.remove_suffix(1);
+    s = trim(s);
+  }
+  return s;
+}
+
+// "(B) 5", "B) 5", "B: 5" -> "B": a choice letter leading the answer.
+bool choice_letter(std::string_view s, std::string_view& letter) noexcept {
+  std::size_t i = 0;
+  const bool paren = !s.empty() && s[0] == '(';
+  if (paren) ++i;
+  if (i >= s.size() || s[i] < 'A' || s[i] > 'J') return false;
+  const std::size_t at = i++;
+  if (i >= s.size() || (s[i] != ')' && (paren || (s[i] != ':' && s[i] != '.')))) return false;
+  ++i;
+  if (i < s.size() && !is_space(s[i])) return false;
+  letter = s.substr(at, 1);
+  return true;
+}
+
+std::string_view clean(std::string_view s) noexcept {
+  for (int round = 0; round < 6; ++round) {
+    const std::string_view before = s;
+    s = strip_punctuation(s);
+    if (s.substr(0, 2) == "**") s.remove_prefix(2);  // markdown bold, also "**Answer:** 17"
+    if (s.size() >= 2 && s.substr(s.size() - 2) == "**") s.remove_suffix(2);
+    s = trim(s);
+    std::string_view span;
+    std::size_t after = 0;
+    if (!s.empty() && (s[0] == '$' || s[0] == '\\') && math_span_at(s, 0, span, after) && after == s.size()) {
+      s = span;
+    }
+    // Filler words before the answer, plain words (units, nouns) after it.
+    while (true) {
+      const std::string_view w = leading_word(s);
+      if (w.empty() || !filler_word(w) || w.size() == s.size()) break;
+      s = trim(s.substr(w.size()));
+      if (!s.empty() && (s[0] == ':' || s[0] == ',')) s = trim(s.substr(1));
+    }
+    while (true) {
+      const std::string_view w = trailing_word(s);
+      if (w.empty() || value_word(w)) break;
+      const std::string_view rest = strip_punctuation(s.substr(0, s.size() - w.size()));
+      // Keep an answer that is all words ("odd", "no solution"), and a word after a command (\pi r).
+      if (rest.empty() || !trailing_word(rest).empty() || rest.back() == '\\') break;
+      s = rest;
+    }
+    std::string_view letter;
+    if (choice_letter(s, letter)) s = letter;
+    if (s == before) break;
+  }
+  return s;
+}
+
+// The answer of a region (the <answer> block or the whole text) by the priorities in extract.hpp.
+std::string region_answer(std::string_view s) {
+  std::vector<std::string_view> boxes;
+  if (final_boxes(s, boxes)) {
+    std::string out;
+    for (std::size_t k = boxes.size(); k-- > 0;) {
+      if (!out.empty()) out += ", ";
+      out.append(clean(boxes[k]));  // each box on its own: \boxed{5 cm}, \boxed{x = 2.}
+    }
+    return out;
+  }
+  const std::size_t hashes = rfind_fast(s, "####");
+  if (hashes != std::string_view::npos) {
+    std::string_view rest = s.substr(hashes + 4);
+    const std::size_t nl = rest.find('\n');
+    rest = clean(nl == std::string_view::npos ? rest : rest.substr(0, nl));
+    if (!rest.empty()) return std::string(rest);
+  }
+  std::size_t skip = 0;
+  const std::size_t marker = last_answer_marker(s, skip);
+  if (marker != std::string_view::npos) {
+    std::string_view rest = trim(s.substr(marker + skip));
+    while (!rest.empty() && (rest[0] == ':' || rest[0] == '*')) rest = trim(rest.substr(1));
+    std::string_view sentence = rest.substr(0, sentence_end(rest));
+    sentence = after_last_is(sentence);
+    // The first math span of the sentence when only a few words come before it, with the spans right after it
+    // that only glue separates from it ($12$ and $13$).
+    for (std::size_t k = 0; k < sentence.size() && k <= 40; ++k) {
+      if (sentence[k] != '$' && sentence[k] != '\\') continue;
+      std::string_view span;
+      std::size_t after = 0;
+      if (math_span_at(sentence, k, span, after) && !trim(span).empty()) {
+        std::string out(clean(span));
+        for (int more = 0; more < kMaxBoxes; ++more) {
+          std::size_t next = after;
+          while (next < sentence.size() && sentence[next] != '$' && sentence[next] != '\\') ++next;
+          std::string_view next_span;
+          std::size_t next_after = 0;
+          if (next >= sentence.size() || !only_glue(sentence.substr(after, next - after)) ||
+              !math_span_at(sentence, next, next_span, next_after)) {
+            break;
+          }
+          out += ", ";
+          out.append(clean(next_span));
+          after = next_after;
+        }
+        return out;
+      }
+      if (sentence[k] == '\\') break;
+    }
+    const std::string_view answer = clean(sentence);
+    if (!answer.empty()) return std::string(answer);
+  }
+  std::string_view math;
+  if (last_math(s, math)) {
+    const std::string_view answer = clean(math);
+    if (!answer.empty()) return std::string(answer);
+  }
+  const std::string_view whole = trim(s);
+  if (whole.size() > kMaxAnswerBytes) return {};
+  // A truncated \boxed{ means the answer was cut off.
+  if (whole.find("\\boxed") != std::string_view::npos || whole.find("\\fbox") != std::string_view::npos) return {};
+  // A last line that is a choice ("B) 12" after the working).
+  const std::size_t last_nl = whole.rfind('\n');
+  std::string_view letter;
+  if (last_nl != std::string_view::npos && choice_letter(trim(whole.substr(last_nl + 1)), letter)) {
+    return std::string(letter);
+  }
+  if (last_nl != std::string_view::npos) return std::string(clean(whole));
+  return std::string(clean(after_last_is(whole)));
+}
+
+}  // namespace
+
+bool last_boxed(std::string_view s, std::string_view& content) noexcept {
+  Box box;
+  if (!last_box(s, s.size(), box)) return false;
+  content = box.content;
+  return true;
+}
+
+std::string extract_answer(std::string_view text) {
+  std::string_view block;
+  if (last_answer_block(text, block)) return region_answer(block);
+  // Without an <answer> block the answer follows the reasoning: nothing inside <think> counts, and an unclosed
+  // <think> (a truncated completion) has no answer at all.
+  const std::size_t think_end = rfind_fast(text, "</think>");
+  if (think_end != std::string_view::npos) return region_answer(text.substr(think_end + 8));
+  if (rfind_fast(text, "<think>") != std::string_view::npos) return {};
+  return region_answer(text);
 }
 
 }  // namespace r1fast::rewards

@@ -1,30 +1,28 @@
-// Final-answer extraction from a completion. O(n) in the completion length, whatever its content.
-//
-// Where the answer is looked for, first hit wins:
-//   1. inside the last <answer>...</answer> block (an unclosed last <answer> runs to the end), if any:
-//      the last \boxed{...} / \fbox{...} (nested braces; also `\boxed 5`), then the markers of 3-5 below,
-//      then the whole block;
-//   2. otherwise the last \boxed / \fbox in the whole text;
-//   3. `#### x` (GSM8K): the rest of the line after the last ####;
-//   4. `final answer is x` / `answer is x` (case-insensitive, the last one): the rest of the line;
-//   5. `Answer: x` (case-insensitive, the last one): the rest of the line.
-// The result is trimmed of spaces, a trailing period, surrounding $...$, \(...\), \[...\] and **bold**.
+// Final-answer extraction, one path for the gold and the completion. Linear in the text's length, whatever its
+// content. Where the answer is looked for, first hit wins, inside the last <answer>...</answer> block when there is
+// one (an unclosed last <answer> runs to the end), else in the whole text:
+//   1. \boxed{...} / \fbox{...}: the last one, together with the boxes right before it that only punctuation,
+//      math delimiters, `and` / `or` separate from it (several boxes are a list of answers: "1, 2");
+//   2. `#### x` (GSM8K): the rest of the line after the last ####;
+//   3. `answer is x` / `Answer: x` (case-insensitive, the last one; covers Minerva's `Final Answer: The final answer
+//      is x. I hope it is correct.`): the first math span ($..$, \(..\), \[..\]) of that sentence, else the
+//      sentence up to its end;
+//   4. the last math span ($..$, $$..$$, \(..\), \[..\]);
+//   5. the whole text, when it is short and on one line (a bare answer: "42", "x = 3", "(B)").
+// Whatever is found is trimmed of spaces, a trailing period, surrounding $..$, \(..\), \[..\] and **bold**, a
+// leading choice marker ("(B) 5" -> "B"), filler words before it ("therefore 5") and trailing plain words (units:
+// "12 dollars" -> "12"), unless a word would change the value ("5 thousand", "3 squared": kept, so it is text).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace r1fast::rewards {
 
-// The final answer as a view into `completion`; empty when none is found.
-std::string_view extract_answer(std::string_view completion) noexcept;
+// The final answer of `text`; several boxed answers joined by ", "; empty when none is found.
+std::string extract_answer(std::string_view text);
 
-// Trims spaces, trailing . : ;, surrounding $...$, \\(...\\), \\[...\\] and **bold**.
-std::string_view clean_answer(std::string_view s) noexcept;
-
-// The content of the last \boxed{...} or \fbox{...} in `s` (empty view and false when there is none).
+// The content of the last \boxed{...} or \fbox{...} in `s` (false when there is none).
 bool last_boxed(std::string_view s, std::string_view& content) noexcept;
-
-// The content of the last <answer>...</answer> block (false when there is none).
-bool last_answer_block(std::string_view s, std::string_view& content) noexcept;
 
 }  // namespace r1fast::rewards

@@ -40,13 +40,67 @@ std::size_t skip_group(std::string_view s, std::size_t i) noexcept {
   return s.size();
 }
 
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Past a unit's power right after index i: ^2, ^{2}, ^3 (else i).
+std::size_t unit_power_end(std::string_view s, std::size_t i) noexcept {
+  if (i < s.size() && s[i] == '^') {
+    if (i + 1 < s.size() && is_digit(s[i + 1])) return i + 2;
+    if (s.compare(i + 1, 1, "{") == 0 && i + 3 < s.size() && is_digit(s[i + 2]) && s[i + 3] == '}') return i + 4;
+  }
+  return i;
+}
+
+// Whether only the end of the answer, or the end of a list item or bracket, follows s[i]: a unit stands there.
+bool trailing(std::string_view s, std::size_t i) noexcept {
+  while (i < s.size() && (is_space(s[i]) || s[i] == '$' || s[i] == '.' || (s[i] == '\\' && i + 1 < s.size() &&
+                                                                          (s[i + 1] == ',' || s[i + 1] == ';' ||
+                                                                           s[i + 1] == '!' || s[i + 1] == ' ')))) {
+    i += s[i] == '\\' ? 2 : 1;
+  }
+  if (i >= s.size() || s[i] == ',' || s[i] == ';' || s[i] == ')' || s[i] == ']' || s[i] == '}') return true;
+  if (s[i] != '\\' || i + 1 >= s.size()) return false;
+  return s[i + 1] == '\\' || s[i + 1] == '}' || s.compare(i, 6, "\\right") == 0 || s.compare(i, 4, "\\end") == 0 ||
+         s.compare(i, 5, "\\quad") == 0;
+}
+
+// "million" after a number: appends the power of ten it stands for (2.5 million = 2.5 \cdot 10^{6}).
+bool scale_word(std::string_view word, std::string& out) {
+  struct Scale {
+    std::string_view word;
+    std::string_view power;
+  };
+  static constexpr Scale kScales[] = {{"thousand", "3"}, {"million", "6"}, {"billion", "9"}, {"trillion", "12"}};
+  const char before = last_visible(out);
+  if (!is_digit(before)) return false;
+  for (const Scale& sc : kScales) {
+    if (word == sc.word) {
+      out.append("\\cdot 10^{");
+      out.append(sc.power);
+      out.append("}");
+      return true;
+    }
+  }
+  return false;
+}
+
 struct Replacement {
   std::string_view from;
   std::string_view to;
 };
 
 // Unicode spellings of operators and constants (UTF-8 bytes).
-constexpr std::array<Replacement, 11> kUnicode = {{
+constexpr std::array<Replacement, 17> kUnicode = {{
+    {"\xe2\x89\xa4", "\\le "},     // less-than or equal
+    {"\xe2\x89\xa5", "\\ge "},     // greater-than or equal
+    {"\xe2\x89\xa0", "\\neq "},    // not equal
+    {"\xc2\xb1", "\\pm "},          // plus-minus
+    {"\xe2\x88\x93", "\\mp "},     // minus-plus
+    {"\xe2\x88\x88", "\\in "},     // element of
     {"\xcf\x80", "\\pi "},      // pi
     {"\xe2\x88\x9e", "\\infty "},  // infinity
     {"\xe2\x88\x92", "-"},         // minus sign
@@ -55,7 +109,7 @@ constexpr std::array<Replacement, 11> kUnicode = {{
     {"\xc2\xb7", "\\cdot "},       // middle dot
     {"\xe2\x8b\x85", "\\cdot "},   // dot operator
     {"\xe2\x88\x9a", "\\sqrt "},   // square root
-    {"\xc2\xb0", ""},              // degree sign
+    {"\xc2\xb0", "\\degree "},     // degree sign
     {"\xc2\xa0", " "},             // no-break space
     {"\xe2\x88\xaa", "\\cup "},    // union
 }};
@@ -86,7 +140,8 @@ std::string join_thousands(const std::string& s) {
     if (j - i <= 3) {
       while (end + 3 < s.size() && ((s[end] == ',' && brackets == 0) || s[end] == ' ') && (sep == 0 || s[end] == sep) &&
              is_digit(s[end + 1]) && is_digit(s[end + 2]) && is_digit(s[end + 3]) &&
-             (end + 4 >= s.size() || (!is_digit(s[end + 4]) && s[end + 4] != '.' && !(s[end] == ' ' && s[end + 4] == ','))) ) {
+             (end + 4 >= s.size() || (!is_digit(s[end + 4]) && !(s[end + 4] == '.' && s[end] == ' ') &&
+                                      !(s[end] == ' ' && s[end + 4] == ','))) ) {
         sep = s[end];
         end += 4;
         ++groups;
@@ -126,6 +181,7 @@ std::string normalize_answer(std::string_view s) {
     if (c == '^' && (s.compare(i, 6, "^\\circ") == 0 || s.compare(i, 8, "^{\\circ}") == 0 ||
                      s.compare(i, 8, "^\\degree") == 0)) {
       i += s.compare(i, 6, "^\\circ") == 0 ? 6 : 8;
+      out.append("\\degree ");  // a unit at the end (30^\circ = 30), pi/180 inside an expression (\sin 30^\circ)
       continue;
     }
     if (static_cast<unsigned char>(c) >= 0x80) {
@@ -142,6 +198,43 @@ std::string normalize_answer(std::string_view s) {
       continue;
     }
     if (c != '\\') {
+      // ASCII spellings of relations: >= <= != (=< and => are not relations people write in answers).
+      if ((c == '>' || c == '<' || c == '!') && i + 1 < s.size() && s[i + 1] == '=') {
+        out.append(c == '>' ? "\\ge " : c == '<' ? "\\le " : "\\neq ");
+        i += 2;
+        continue;
+      }
+      // 32,\! 349: a thousands comma typeset with a negative thin space.
+      if (c == ',' && s.compare(i + 1, 2, "\\!") == 0) {
+        std::size_t k = i + 3;
+        while (k < s.size() && is_space(s[k])) ++k;
+        if (k + 2 < s.size() && is_digit(s[k]) && is_digit(s[k + 1]) && is_digit(s[k + 2])) {
+          out.push_back(',');
+          i = k;
+          continue;
+        }
+      }
+      // Function names written without a backslash (sqrt(2), sin x, pi): the commands they mean.
+      if (is_letter(c) && (i == 0 || (!is_letter(s[i - 1]) && s[i - 1] != '\\'))) {
+        std::size_t k = i;
+        while (k < s.size() && is_letter(s[k])) ++k;
+        const std::string_view word = s.substr(i, k - i);
+        if (one_of(word, {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "ln", "log",
+                          "exp", "pi"})) {
+          out.push_back('\\');
+          out.append(word);
+          out.push_back(' ');
+          i = k;
+          continue;
+        }
+        if (one_of(word, {"percent", "pct"}) && !out.empty()) {
+          out.push_back('%');
+        } else if (!scale_word(word, out)) {
+          out.append(word);
+        }
+        i = k;
+        continue;
+      }
       out.push_back(c);
       ++i;
       continue;
@@ -164,9 +257,15 @@ std::string normalize_answer(std::string_view s) {
       continue;
     }
     const std::string_view name = s.substr(i + 1, j - i - 1);
+    if (name == "mathbb" && (s.compare(j, 3, "{R}") == 0 || s.compare(j, 2, " R") == 0)) {
+      out.append("(-\\infty,\\infty)");  // the real line
+      i = j + (s[j] == '{' ? 3 : 2);
+      continue;
+    }
     if (one_of(name, {"left", "right", "big", "Big", "bigg", "Bigg", "bigl", "bigr", "Bigl", "Bigr", "biggl",
-                      "biggr", "displaystyle", "textstyle", "limits", "nolimits", "mathstrut", "circ", "degree",
-                      "boxed", "fbox", "mathbf", "mathit", "bf", "it", "rm"})) {
+                      "biggr", "displaystyle", "textstyle", "limits", "nolimits", "mathstrut", "circ",
+                      "boxed", "fbox", "mathbf", "mathit", "bf", "it", "rm", "boldsymbol", "bm", "underline",
+                      "mathbb", "displaylimits", "small", "large", "Large", "tiny", "footnotesize", "normalsize"})) {
       // Sizing and style commands vanish; \boxed{x} inside an answer is just {x}.
       if (name == "left" || name == "right" || name == "bigl" || name == "bigr") {
         if (s.compare(j, 1, ".") == 0) ++j;  // \left. and \right. are invisible delimiters
@@ -184,29 +283,70 @@ std::string normalize_answer(std::string_view s) {
       i = j;
       continue;
     }
-    if (one_of(name, {"leq", "leqslant", "geq", "geqslant", "ne"})) {
+    if (one_of(name, {"le", "leq", "leqslant", "ge", "geq", "geqslant", "ne", "neq"})) {
       out.append(name[0] == 'l' ? "\\le " : name[0] == 'g' ? "\\ge " : "\\neq ");
       i = j;
       continue;
     }
-    if (one_of(name, {"text", "textrm", "textbf", "textit", "textnormal", "mathrm", "mbox", "hbox", "operatorname"})) {
+    if (one_of(name, {"lt", "gt"})) {
+      out.push_back(name[0] == 'l' ? '<' : '>');
+      i = j;
+      continue;
+    }
+    if (name == "not" && j < s.size() && s[j] == '=') {
+      out.append("\\neq ");
+      i = j + 1;
+      continue;
+    }
+    if (one_of(name, {"varnothing", "emptyset"})) {
+      out.append("\\emptyset ");
+      i = j;
+      continue;
+    }
+    if (one_of(name, {"color", "textcolor"})) {  // \color{red}: the colour name is not part of the answer
       std::size_t k = j;
       while (k < s.size() && is_space(s[k])) ++k;
-      if (k < s.size() && s[k] == '{') {
-        const char before = last_visible(out);
-        if (name != "operatorname" && (is_digit(before) || before == '}' || before == ')' || before == '%')) {
-          i = skip_group(s, k);  // a unit after a number: 5\text{ cm}, and its power: 3\text{ cm}^2
-          if (i < s.size() && s[i] == '^') {
-            if (i + 1 < s.size() && is_digit(s[i + 1])) {
-              i += 2;
-            } else if (s.compare(i + 1, 1, "{") == 0 && i + 3 < s.size() && is_digit(s[i + 2]) && s[i + 3] == '}') {
-              i += 4;
-            }
-          }
+      i = k < s.size() && s[k] == '{' ? skip_group(s, k) : j;
+      continue;
+    }
+    if (one_of(name, {"text", "textrm", "textbf", "textit", "textnormal", "textsf", "texttt", "mathrm", "mathsf",
+                      "mathtt", "mbox", "hbox", "operatorname"})) {
+      std::size_t k = j;
+      while (k < s.size() && is_space(s[k])) ++k;
+      if (k < s.size() && s[k] == '{' && name != "operatorname") {
+        const std::size_t end = skip_group(s, k);
+        const std::string_view inner = trim(s.substr(k + 1, end - k - (end <= s.size() && s[end - 1] == '}' ? 2 : 1)));
+        // \text{ and }, \text{or}, \text{, }: a list separator, never glue between two numbers.
+        if (inner.empty() || one_of(inner, {"and", "or", ",", "and/or"})) {
+          out.append(inner.empty() ? " " : ", ");
+          i = end;
           continue;
         }
+        const char before = last_visible(out);
+        const std::size_t after = unit_power_end(s, end);
+        if (before != 0 && before != '=' && before != ',' && before != '(' && trailing(s, after)) {
+          // A unit after a value, at the end: 5\text{ cm}, 3\text{ cm}^2, 2.5\text{ million}. Kept as \unit{..} so
+          // that 8 inches is not 8 feet; the comparison reads it off.
+          if (scale_word(inner, out)) {
+            i = after;
+            continue;
+          }
+          out.append("\\unit{");
+          for (char ch : inner) out.push_back(is_space(ch) ? ' ' : ch);
+          out.append(s.substr(end, after - end));
+          out.append("} ");
+          i = after;
+          continue;
+        }
+        // Otherwise the words stay, set apart by spaces: 12\text{ apples }13 is text, never 1213.
+        out.push_back(' ');
+        out.push_back('{');
+        out.append(inner);
+        out.append("} ");
+        i = end;
+        continue;
       }
-      i = j;  // otherwise unwrap: keep the {...} group, which parses as a plain group
+      i = j;  // \operatorname{...}: keep the {...} group
       continue;
     }
     out.append(s, i, j - i);
@@ -229,8 +369,9 @@ std::string normalize_answer(std::string_view s) {
   std::string joined;
   joined.reserve(collapsed.size());
   for (std::size_t k = 0; k < collapsed.size(); ++k) {
-    if (collapsed.compare(k, 3, "{,}") == 0) {
-      joined.push_back(',');
+    if (collapsed.compare(k, 3, "{,}") == 0 || collapsed.compare(k, 3, "{-}") == 0 ||
+        collapsed.compare(k, 3, "{+}") == 0) {
+      joined.push_back(collapsed[k + 1]);  // 7{,}425, {-}1: a sign or comma typeset as a group
       k += 2;
     } else {
       joined.push_back(collapsed[k]);
@@ -240,16 +381,16 @@ std::string normalize_answer(std::string_view s) {
 }
 
 std::string canonical_text(std::string_view normalized) {
+  // Spaces go, except between two letters or digits (12 13 is not 1213) and after a command name before a letter
+  // (\pi r is not \pir).
   std::string out;
   out.reserve(normalized.size());
   for (std::size_t i = 0; i < normalized.size(); ++i) {
     const char c = normalized[i];
     if (c == ' ') {
-      // keep the space only where it separates a command name from a letter
-      std::size_t k = out.size();
-      while (k > 0 && is_letter(out[k - 1])) --k;
-      const bool after_command = k > 0 && out[k - 1] == '\\' && k < out.size();
-      if (after_command && i + 1 < normalized.size() && is_letter(normalized[i + 1])) out.push_back(' ');
+      const bool alnum_before = !out.empty() && (is_letter(out.back()) || is_digit(out.back()));
+      const bool alnum_after = i + 1 < normalized.size() && (is_letter(normalized[i + 1]) || is_digit(normalized[i + 1]));
+      if (alnum_before && alnum_after && out.back() != ' ') out.push_back(' ');
       continue;
     }
     out.push_back(c);
