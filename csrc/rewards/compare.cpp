@@ -22,7 +22,7 @@ constexpr long double kNumericFloor = 1e-15L;
 
 bool is_letter(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-enum class Rel : std::uint8_t { kEq, kLt, kLe, kGt, kGe, kNeq, kIn };
+enum class Rel : std::uint8_t { kEq, kLt, kLe, kGt, kGe, kNeq, kIn, kApprox };
 
 struct Node {
   enum class Kind : std::uint8_t { kText, kScalar, kTuple, kList, kMatrix, kRelation, kIntervals };
@@ -118,6 +118,15 @@ bool has_word(std::string_view s) noexcept {
   bool in_command = false;
   for (std::size_t i = 0; i <= s.size(); ++i) {
     const char c = i < s.size() ? s[i] : ' ';
+    if (c == '_' && i + 1 < s.size() && s[i + 1] == '{') {  // a subscript names, it does not spell: S_{MBCN}
+      const std::size_t close = s.find('}', i);
+      if (close != std::string_view::npos) {
+        i = close;
+        run = 0;
+        in_command = false;
+        continue;
+      }
+    }
     if (is_letter(c)) {
       ++run;
       continue;
@@ -126,8 +135,9 @@ bool has_word(std::string_view s) noexcept {
       if (run >= 4) return true;
       const std::string_view word = s.substr(i - run, run);
       for (std::string_view w : kShortWords) {
+        // As written or capitalised (no, No); all capitals are names (NO, AB: points of a figure).
         bool same = word.size() == w.size();
-        for (std::size_t k = 0; same && k < w.size(); ++k) same = (word[k] | 0x20) == w[k];
+        for (std::size_t k = 0; same && k < w.size(); ++k) same = (k == 0 ? (word[k] | 0x20) : word[k]) == w[k];
         if (same) return true;
       }
     }
@@ -232,7 +242,8 @@ bool relation_at(std::string_view s, std::size_t k, Rel& rel, std::size_t& len) 
     std::string_view name;
     Rel rel;
   };
-  static constexpr Named kNamed[] = {{"\\le", Rel::kLe}, {"\\ge", Rel::kGe}, {"\\neq", Rel::kNeq}, {"\\in", Rel::kIn}};
+  static constexpr Named kNamed[] = {{"\\le", Rel::kLe},     {"\\ge", Rel::kGe}, {"\\neq", Rel::kNeq},
+                                     {"\\in", Rel::kIn},     {"\\approx", Rel::kApprox}};
   for (const Named& n : kNamed) {
     if (separator_at(s, k, n.name)) {
       rel = n.rel;
@@ -268,7 +279,40 @@ bool split_relations(std::string_view s, std::vector<std::string_view>& sides, s
   return true;
 }
 
-bool is_scalar_variable(const Node& n) noexcept { return n.kind == Node::Kind::kScalar && n.expr.is_variable(); }
+// f(x), g(x, y), P(t): a function's name applied to variables, on the left of a definition.
+bool is_function_head(const std::string& t) noexcept {
+  if (t.size() < 4 || !is_letter(t[0]) || t[1] != '(' || t.back() != ')') return false;
+  for (std::size_t k = 2; k + 1 < t.size(); ++k) {
+    if (!is_letter(t[k]) && t[k] != ',') return false;
+  }
+  return true;
+}
+
+bool is_scalar_variable(const Node& n) noexcept {
+  return n.kind == Node::Kind::kScalar && (n.expr.is_variable() || is_function_head(n.text));
+}
+
+// A name made of symbols only: AB, |AB|, \frac{NO}{BO}, V_1:V_2 (products, quotients, ratios and absolute values
+// of variables; no number and no sum: x^2 + y^2 = 25 is an equation, not a name for 25).
+bool is_symbol_name(const Node& n) noexcept {
+  if (n.kind != Node::Kind::kScalar || n.percent || !n.expr.parsed()) return false;
+  if (is_function_head(n.text)) return true;
+  for (const ExprNode& e : n.expr.nodes) {
+    if (e.op != Op::kVariable && e.op != Op::kMul && e.op != Op::kDiv && e.op != Op::kAbs) return false;
+  }
+  return true;
+}
+
+// (p, q) = (3, 2): a tuple of variables named on the left.
+bool is_tuple_assignment(const Node& n) noexcept {
+  if (n.ops.size() != 1 || n.ops[0] != Rel::kEq || n.items.size() != 2) return false;
+  const Node& lhs = n.items[0];
+  if (lhs.kind != Node::Kind::kTuple || lhs.open != '(') return false;
+  for (const Node& item : lhs.items) {
+    if (!is_scalar_variable(item)) return false;
+  }
+  return true;
+}
 bool is_constant_scalar(const Node& n) noexcept {
   return n.kind == Node::Kind::kScalar && n.expr.variables == 0 && !n.percent;
 }
@@ -373,6 +417,20 @@ Node relation_node(std::string_view s, int depth, Context& ctx) {
     if (as_intervals(set, intervals)) return intervals;
     return set;
   }
+  // x = 1/3 \approx 0.33: the approximation is commentary, the exact statement before it is the answer; an answer
+  // that is only approximate (x \approx 11) states its value.
+  const auto approx = std::find(ops.begin(), ops.end(), Rel::kApprox);
+  if (approx != ops.end()) {
+    if (approx != ops.begin()) {
+      const std::size_t keep = static_cast<std::size_t>(approx - ops.begin());
+      ops.resize(keep);
+      sides.resize(keep + 1);
+    } else if (std::all_of(ops.begin(), ops.end(), [](Rel r) { return r == Rel::kApprox; })) {
+      std::fill(ops.begin(), ops.end(), Rel::kEq);
+    } else {
+      return n;
+    }
+  }
   // An equation chain x = 6 + 7 = 13 states its first side equals its last.
   if (sides.size() > 2 && std::all_of(ops.begin(), ops.end(), [](Rel r) { return r == Rel::kEq; })) {
     sides = {sides.front(), sides.back()};
@@ -382,7 +440,7 @@ Node relation_node(std::string_view s, int depth, Context& ctx) {
   n.ops = ops;
   for (std::string_view side : sides) n.items.push_back(parse_node(side, depth + 1, ctx));
   for (const Node& side : n.items) {
-    if (side.kind != Node::Kind::kScalar) {
+    if (side.kind != Node::Kind::kScalar && !is_tuple_assignment(n)) {
       n.kind = Node::Kind::kText;  // a relation between structures is compared as text only
       return n;
     }
@@ -455,6 +513,17 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
     u.text = n.text;
     return u;
   }
+  // p = 5, q = 2; p = 7, q = 2: semicolons separate the solutions, commas the parts of one.
+  const std::vector<std::string_view> groups = split_top(s, {";"});
+  if (groups.size() > 1 && groups.size() <= kMaxItems) {
+    bool systems = false;
+    for (std::string_view gpart : groups) systems = systems || split_top(gpart, {","}).size() > 1;
+    if (systems) {
+      Node l = list_node(groups, Node::Kind::kList, depth, ctx);
+      l.text = n.text;
+      return l;
+    }
+  }
   std::vector<std::string_view> items = split_top(s, {",", ";", "and", "or"});
   if (items.size() > 1) {
     // 2, 3, and 5: the empty item between a comma and "and" is no item.
@@ -467,8 +536,14 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
     l.text = n.text;
     // x < -1 or x > 3: a union of intervals.
     bool all_intervals = true;
-    for (const Node& item : l.items) all_intervals = all_intervals && item.kind == Node::Kind::kIntervals;
+    bool all_assignments = true;
+    for (const Node& item : l.items) {
+      all_intervals = all_intervals && item.kind == Node::Kind::kIntervals;
+      all_assignments = all_assignments && item.kind == Node::Kind::kRelation && item.ops.size() == 1 &&
+                        item.ops[0] == Rel::kEq && is_symbol_name(item.items[0]);
+    }
     if (all_intervals) l.open = 'u';
+    if (all_assignments && depth > 0) l.open = 's';  // one solution of a system, inside a list of solutions
     return l;
   }
   if (starts_with(s, "\\{") && ends_with(s, "\\}") && s.size() >= 4) {
@@ -489,7 +564,8 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
   }
   if ((s.front() == '(' || s.front() == '[') && matching(s, 0) == s.size() - 1) {
     const std::string_view inner = s.substr(1, s.size() - 2);
-    const std::vector<std::string_view> members = split_top(inner, {","});
+    std::vector<std::string_view> members = split_top(inner, {","});
+    if (members.size() == 1) members = split_top(inner, {";"});  // (0;-2;6)
     if (members.size() > 1) {
       if (members.size() > kMaxItems) return n;
       Node t = list_node(members, Node::Kind::kTuple, depth, ctx);
@@ -514,8 +590,7 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
     Expr num;
     Expr den;
     Symbols none;
-    if (parse_expr(trim(ratio[0]), none, num, ctx.budget) && parse_expr(trim(ratio[1]), none, den, ctx.budget) &&
-        num.variables == 0 && den.variables == 0) {
+    if (parse_expr(trim(ratio[0]), none, num, ctx.budget) && parse_expr(trim(ratio[1]), none, den, ctx.budget)) {
       const std::string frac = "\\frac{" + std::string(trim(ratio[0])) + "}{" + std::string(trim(ratio[1])) + "}";
       if (parse_expr(frac, ctx.symbols, n.expr, ctx.budget)) n.kind = Node::Kind::kScalar;
       return n;
@@ -672,7 +747,7 @@ bool contained(const std::vector<const Node*>& x, const std::vector<const Node*>
 
 // The members of a list, nested lists flattened (\{1 \pm \sqrt5, -2\} has three); a lone answer is its own member.
 void collect_members(const Node& n, std::vector<const Node*>& out, int depth) {
-  if (n.kind == Node::Kind::kList && n.open != 'u' && depth < 4) {
+  if (n.kind == Node::Kind::kList && n.open != 'u' && n.open != 's' && depth < 4) {
     for (const Node& item : n.items) collect_members(item, out, depth + 1);
   } else {
     out.push_back(&n);
@@ -712,7 +787,9 @@ bool intervals_equal(const Node& g, const Node& p, Context& ctx) {
 // L1 op1 R1 against L2 op2 R2: the differences L - R proportional with a constant c != 0 (c > 0 for the same
 // inequality, c < 0 for the flipped one), at every sample point.
 bool relations_equal(const Node& g, const Node& p, Context& ctx) {
-  if (g.items.size() != 2 || p.items.size() != 2) {
+  const auto scalar = [](const Node& side) { return side.kind == Node::Kind::kScalar; };
+  if (g.items.size() != 2 || p.items.size() != 2 || !std::all_of(g.items.begin(), g.items.end(), scalar) ||
+      !std::all_of(p.items.begin(), p.items.end(), scalar)) {
     // Chains: equal when every side and operator agrees in order.
     if (g.ops != p.ops) return false;
     return ordered_items_equal(g, p, ctx);
@@ -768,18 +845,9 @@ bool relations_equal(const Node& g, const Node& p, Context& ctx) {
   return have_ratio;
 }
 
-// f(x), g(x, y), P(t): a function's name applied to variables, on the left of a definition.
-bool is_function_head(const std::string& t) noexcept {
-  if (t.size() < 4 || !is_letter(t[0]) || t[1] != '(' || t.back() != ')') return false;
-  for (std::size_t k = 2; k + 1 < t.size(); ++k) {
-    if (!is_letter(t[k]) && t[k] != ',') return false;
-  }
-  return true;
-}
-
 bool is_assignment(const Node& n) noexcept {
   return n.kind == Node::Kind::kRelation && n.ops.size() == 1 && n.ops[0] == Rel::kEq &&
-         (is_scalar_variable(n.items.front()) || is_function_head(n.items.front().text));
+         (is_symbol_name(n.items.front()) || is_tuple_assignment(n));
 }
 
 bool is_equation(const Node& n) noexcept {
@@ -811,6 +879,25 @@ bool same_text_ignoring_case(const std::string& x, const std::string& y) noexcep
   return true;
 }
 
+// 1,22 against 1.22: a decimal comma. Only a two-item list of digit runs written without a space (never 1, 22)
+// against a decimal literal with the same digits; 1,234 is a thousands group and was joined before this.
+bool decimal_comma_equal(const Node& decimal, const Node& list, Context& ctx) {
+  if (decimal.kind != Node::Kind::kScalar || list.kind != Node::Kind::kList || list.items.size() != 2 ||
+      decimal.expr.bare_decimal() == nullptr) {
+    return false;
+  }
+  const std::string& t = list.text;
+  const std::size_t comma = t.find(',');
+  if (comma == std::string::npos || comma == 0 || comma + 1 >= t.size()) return false;
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    if (k != comma && (t[k] < '0' || t[k] > '9')) return false;
+  }
+  std::string dotted = t;
+  dotted[comma] = '.';
+  Node as_decimal = parse_node(dotted, 1, ctx);
+  return as_decimal.kind == Node::Kind::kScalar && scalars_equal(decimal, as_decimal, ctx);
+}
+
 bool nodes_equal(const Node& g, const Node& p, Context& ctx) {
   if (ctx.budget.remaining < 0) return false;
   if (!g.unit.empty() && !p.unit.empty() && g.unit != p.unit) return false;  // 8 inches is not 8 feet
@@ -826,6 +913,7 @@ bool nodes_equal(const Node& g, const Node& p, Context& ctx) {
   if (is_equation(p) && g.kind != K::kRelation && g.kind != K::kList) return nodes_equal(g, p.items.back(), ctx);
   // A gold assignment x = 3 also accepts the bare value; never the right side of any other equation.
   if (is_assignment(g) && p.kind != K::kRelation && p.kind != K::kList) return nodes_equal(g.items.back(), p, ctx);
+  if (decimal_comma_equal(g, p, ctx) || decimal_comma_equal(p, g, ctx)) return true;
   if (g.kind == K::kList || p.kind == K::kList) {
     // A tuple also matches the same items written as a bare list, in order: (1, 2) and 1, 2.
     if (g.kind == K::kTuple && g.open == '(' && p.kind == K::kList && p.open != 'u') return ordered_items_equal(g, p, ctx);

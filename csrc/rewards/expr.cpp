@@ -738,7 +738,15 @@ class NumericEvaluator {
           out = integer_power(x, static_cast<long>(e));
         } else {
           if (std::abs(x) == 0.0L) return false;
-          out = std::pow(x, y);
+          long double base = 0.0L;
+          int q = 0;
+          // x^{2/3} of a negative real: the real root, as with \sqrt[3]{x}^2 (odd denominators only).
+          if (real_value(x, base) && base < 0 && real_value(y, e) && odd_denominator(e, q)) {
+            const long double p = std::round(e * q);
+            out = std::pow(-base, e) * (std::fmod(std::abs(p), 2.0L) == 1.0L ? -1.0L : 1.0L);
+          } else {
+            out = std::pow(x, y);
+          }
         }
         break;
       }
@@ -799,6 +807,15 @@ class NumericEvaluator {
   const Expr& e_;
   int point_;
   int steps_ = 0;
+
+  // Whether e = p / q with q odd and <= 15.
+  static bool odd_denominator(long double e, int& q) noexcept {
+    for (q = 3; q <= 15; q += 2) {
+      const long double p = e * q;
+      if (std::abs(p - std::round(p)) < 1e-12L) return true;
+    }
+    return false;
+  }
 
   static Complex integer_power(Complex base, long e) noexcept {
     const bool invert = e < 0;

@@ -133,11 +133,25 @@ bool last_box(std::string_view s, std::size_t limit, Box& box) noexcept {
 bool only_glue(std::string_view glue) noexcept {
   if (glue.size() > kMaxGlue) return false;
   std::size_t i = 0;
+  bool word_before_separator_used = false;
   while (i < glue.size()) {
     const char c = glue[i];
     if (is_space(c) || c == '$' || c == ',' || c == ';' || c == '.' || c == '&' || c == '~') {
       ++i;
       continue;
+    }
+    if (is_letter(c) && !word_before_separator_used) {
+      // One plain word before the separator: \boxed{1} papers and \boxed{2} bins.
+      std::size_t k = i;
+      while (k < glue.size() && is_letter(glue[k])) ++k;
+      std::size_t n = k;
+      while (n < glue.size() && is_space(glue[n])) ++n;
+      if (k - i >= 2 && !starts_nocase(glue, i, "and") && !starts_nocase(glue, i, "or") &&
+          (starts_nocase(glue, n, "and") || starts_nocase(glue, n, "or") || glue[n] == ',')) {
+        word_before_separator_used = true;
+        i = k;
+        continue;
+      }
     }
     if (starts_nocase(glue, i, "and") && (i + 3 == glue.size() || !is_letter(glue[i + 3]))) {
       i += 3;
@@ -154,8 +168,8 @@ bool only_glue(std::string_view glue) noexcept {
       i += 2;
       continue;
     }
-    if (glue.compare(i, 6, "\\quad") == 0 || glue.compare(i, 7, "\\qquad") == 0) {
-      i += glue.compare(i, 6, "\\quad") == 0 ? 5 : 6;
+    if (glue.compare(i, 5, "\\quad") == 0 || glue.compare(i, 6, "\\qquad") == 0) {
+      i += glue.compare(i, 5, "\\quad") == 0 ? 5 : 6;
       continue;
     }
     if (glue.compare(i, 6, "\\text{") == 0) {
@@ -222,14 +236,23 @@ bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, 
       continue;
     }
     content = s.substr(i + open.size(), end - i - open.size());
+    // Inline math ($..$, \(..\)) stays on one line: a $ on a later line is another span's or a dollar sign.
+    if ((open == "$" || open == "\\(") && content.find('\n') != std::string_view::npos) return false;
     after = end + close.size();
     return true;
   }
 }
 
-// The last complete math span in s, scanning forward so that $ pairs open and close in order.
-bool last_math(std::string_view s, std::string_view& content) noexcept {
-  bool found = false;
+struct Span {
+  std::size_t start = 0;
+  std::size_t end = 0;
+  std::string_view content;
+};
+
+// The last complete math span in s, scanning forward so that $ pairs open and close in order, with the spans right
+// before it that only glue separates from it ($1$ and $2$ and $3$), first to last.
+bool last_math(std::string_view s, std::vector<std::string_view>& contents, std::size_t& end) {
+  std::vector<Span> run;
   std::size_t i = 0;
   while (i < s.size()) {
     const char c = s[i];
@@ -241,8 +264,8 @@ bool last_math(std::string_view s, std::string_view& content) noexcept {
     std::size_t after = 0;
     if (math_span_at(s, i, span, after)) {
       if (!trim(span).empty()) {
-        content = span;
-        found = true;
+        if (!run.empty() && !only_glue(s.substr(run.back().end, i - run.back().end))) run.clear();
+        if (run.size() < static_cast<std::size_t>(kMaxBoxes)) run.push_back(Span{i, after, span});
       }
       i = after;
     } else if (c == '$' && (i == 0 || s[i - 1] != '\\')) {
@@ -251,7 +274,10 @@ bool last_math(std::string_view s, std::string_view& content) noexcept {
       i += c == '\\' ? 2 : 1;
     }
   }
-  return found;
+  contents.clear();
+  for (const Span& sp : run) contents.push_back(sp.content);
+  end = run.empty() ? 0 : run.back().end;
+  return !contents.empty();
 }
 
 // The last of the markers "answer is" and "answer:" (case-insensitive); npos when neither is present. `skip` is
@@ -324,10 +350,17 @@ bool value_word(std::string_view w) noexcept {
                     "than", "less", "more", "divided", "per", "to"});
 }
 
+// Units written right after a number (5cm, 1,000.99m^2): only these, never letters that could be variables (2xy).
+bool glued_unit(std::string_view w) noexcept {
+  return one_of(w, {"cm", "mm", "km", "m", "kg", "g", "mg", "s", "ms", "min", "h", "hr", "hrs", "ml", "l", "ft",
+                    "yd", "mi", "lb", "lbs", "oz", "km/h", "m/s", "mph", "kmh"});
+}
+
 // The plain word (letters, maybe a ^digit unit power) ending at s.size(), or empty.
 std::string_view trailing_word(std::string_view s) noexcept {
   std::size_t k = s.size();
   if (k >= 2 && is_digit(s[k - 1]) && s[k - 2] == '^') k -= 2;
+  if (k >= 2 && s[k - 2] == '\xc2' && (s[k - 1] == '\xb2' || s[k - 1] == '\xb3')) k -= 2;  // m², cm³
   std::size_t j = k;
   while (j > 0 && is_letter(s[j - 1])) --j;
   // A rate unit: km/h, m/s (letters on both sides of one slash).
@@ -335,6 +368,7 @@ std::string_view trailing_word(std::string_view s) noexcept {
     --j;
     while (j > 0 && is_letter(s[j - 1])) --j;
   }
+  if (j > 0 && j < k && is_digit(s[j - 1]) && glued_unit(s.substr(j, k - j))) return s.substr(j, s.size() - j);
   if (k - j < 2 || j == 0 || s[j - 1] != ' ') return {};
   return s.substr(j, k - j);
 }
@@ -349,9 +383,8 @@ std::string_view after_last_is(std::string_view s) noexcept {
       if (math_span_at(s, k, span, after)) k = after - 1;
       continue;
     }
-    if (s[k] == ' ' && (s.compare(k, 4, " is ") == 0 || s.compare(k, 5, " are ") == 0 ||
-                        s.compare(k, 8, " equals ") == 0)) {
-      found = k + (s[k + 1] == 'i' ? 4 : s[k + 1] == 'a' ? 5 : 8);
+    for (std::string_view verb : {" is ", " are ", " equals ", " it's "}) {
+      if (s.compare(k, verb.size(), verb) == 0) found = k + verb.size();
     }
   }
   return found == std::string_view::npos ? s : s.substr(found);
@@ -372,6 +405,52 @@ std::string_view strip_punctuation(std::string_view s) noexcept {
     s = trim(s);
   }
   return s;
+}
+
+// The one number of a sentence in words ("Jane started growing Sphere 3 hours ago" -> "3"); false when there is
+// none, more than one, or math beside it.
+bool only_number(std::string_view s, std::string_view& number) noexcept {
+  int count = 0;
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    const char c = s[k];
+    if (c == '$' || c == '\\' || c == '=' || c == '+' || c == '/' || c == '^') return false;
+    if (!is_digit(c)) continue;
+    if (k > 0 && (is_letter(s[k - 1]) || s[k - 1] == '-')) return false;  // x2, -3: not a plain number in words
+    std::size_t e = k;
+    while (e < s.size() && (is_digit(s[e]) || (s[e] == '.' && e + 1 < s.size() && is_digit(s[e + 1])))) ++e;
+    if (e < s.size() && (is_letter(s[e]) || s[e] == ',')) return false;
+    number = s.substr(k, e - k);
+    ++count;
+    k = e;
+  }
+  return count == 1;
+}
+
+// Whether s has a word (two or more letters, not a command name): then it is prose, not a value.
+bool has_space_separated_words(std::string_view s) noexcept {
+  std::size_t run = 0;
+  for (std::size_t k = 0; k <= s.size(); ++k) {
+    if (k < s.size() && is_letter(s[k])) {
+      ++run;
+      continue;
+    }
+    if (run >= 2 && (k - run == 0 || s[k - run - 1] != '\\')) return true;
+    run = 0;
+  }
+  return false;
+}
+
+// The last sentence that starts with Therefore / Thus / Hence / So, when it starts after `from`.
+bool concluding_sentence(std::string_view s, std::size_t from, std::string_view& out) noexcept {
+  std::size_t best = std::string_view::npos;
+  for (std::string_view w : {"Therefore", "Thus", "Hence", "So,"}) {
+    const std::size_t at = rfind_fast(s, w);
+    if (at != std::string_view::npos && at >= from && (best == std::string_view::npos || at > best)) best = at;
+  }
+  if (best == std::string_view::npos) return false;
+  std::string_view rest = s.substr(best);
+  out = rest.substr(0, sentence_end(rest));
+  return true;
 }
 
 // "(B) 5", "B) 5", "B: 5" -> "B": a choice letter leading the answer.
@@ -425,7 +504,13 @@ std::string_view clean(std::string_view s) noexcept {
 // The answer of a region (the <answer> block or the whole text) by the priorities in extract.hpp.
 std::string region_answer(std::string_view s) {
   std::vector<std::string_view> boxes;
-  if (final_boxes(s, boxes)) {
+  Box last;
+  std::size_t skip = 0;
+  const std::size_t marker = last_answer_marker(s, skip);
+  // A box wins over the markers, unless a "final answer is" comes after it (a corrected final statement).
+  const bool final_after_box = marker != std::string_view::npos && last_box(s, s.size(), last) &&
+                               marker > last.end && marker >= 6 && starts_nocase(s, marker - 6, "final ");
+  if (!final_after_box && final_boxes(s, boxes)) {
     std::string out;
     for (std::size_t k = boxes.size(); k-- > 0;) {
       if (!out.empty()) out += ", ";
@@ -440,8 +525,6 @@ std::string region_answer(std::string_view s) {
     rest = clean(nl == std::string_view::npos ? rest : rest.substr(0, nl));
     if (!rest.empty()) return std::string(rest);
   }
-  std::size_t skip = 0;
-  const std::size_t marker = last_answer_marker(s, skip);
   if (marker != std::string_view::npos) {
     std::string_view rest = trim(s.substr(marker + skip));
     while (!rest.empty() && (rest[0] == ':' || rest[0] == '*')) rest = trim(rest.substr(1));
@@ -473,17 +556,39 @@ std::string region_answer(std::string_view s) {
       if (sentence[k] == '\\') break;
     }
     const std::string_view answer = clean(sentence);
+    std::string_view number;
+    if (!answer.empty() && !is_digit(answer[0]) && only_number(answer, number)) return std::string(number);
     if (!answer.empty()) return std::string(answer);
   }
-  std::string_view math;
-  if (last_math(s, math)) {
-    const std::string_view answer = clean(math);
-    if (!answer.empty()) return std::string(answer);
+  std::vector<std::string_view> spans;
+  std::size_t math_end = 0;
+  const bool have_math = last_math(s, spans, math_end);
+  // A concluding sentence after the last math ("Therefore, the probability is 2/3."): the one value it states.
+  std::string_view conclusion;
+  if (concluding_sentence(s, math_end, conclusion)) {
+    std::string_view value = clean(after_last_is(conclusion));
+    std::string_view number;
+    if (!value.empty() && !has_space_separated_words(value)) return std::string(value);
+    if (only_number(conclusion, number)) return std::string(number);
+  }
+  if (have_math) {
+    std::string out;
+    for (std::string_view span : spans) {
+      const std::string_view answer = clean(span);
+      if (answer.empty()) continue;
+      if (!out.empty()) out += ", ";
+      out.append(answer);
+    }
+    if (!out.empty()) return out;
   }
   const std::string_view whole = trim(s);
   if (whole.size() > kMaxAnswerBytes) return {};
-  // A truncated \boxed{ means the answer was cut off.
-  if (whole.find("\\boxed") != std::string_view::npos || whole.find("\\fbox") != std::string_view::npos) return {};
+  // A truncated \boxed{ means the answer was cut off; a math delimiter that pairs with nothing is malformed math.
+  for (std::string_view bad : {"\\boxed", "\\fbox", "\\(", "\\["}) {
+    if (whole.find(bad) != std::string_view::npos) return {};
+  }
+  const std::size_t dollar = whole.find('$');
+  if (dollar != std::string_view::npos && whole.find('$', dollar + 1) != std::string_view::npos) return {};
   // A last line that is a choice ("B) 12" after the working).
   const std::size_t last_nl = whole.rfind('\n');
   std::string_view letter;

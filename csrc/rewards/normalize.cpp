@@ -94,7 +94,13 @@ struct Replacement {
 };
 
 // Unicode spellings of operators and constants (UTF-8 bytes).
-constexpr std::array<Replacement, 17> kUnicode = {{
+constexpr std::array<Replacement, 23> kUnicode = {{
+    {"\xc2\xb2", "^2 "},            // superscript two (m², x²)
+    {"\xc2\xb3", "^3 "},            // superscript three
+    {"\xe2\x82\xac", " "},          // euro sign: currency is not part of the value
+    {"\xc2\xa3", " "},              // pound sign
+    {"\xc2\xa5", " "},              // yen sign
+    {"\xe2\x80\x89", " "},          // thin space
     {"\xe2\x89\xa4", "\\le "},     // less-than or equal
     {"\xe2\x89\xa5", "\\ge "},     // greater-than or equal
     {"\xe2\x89\xa0", "\\neq "},    // not equal
@@ -137,7 +143,7 @@ std::string join_thousands(const std::string& s) {
     std::size_t end = j;
     int groups = 0;
     char sep = 0;
-    if (j - i <= 3) {
+    if (j - i <= 3 && !(j - i == 1 && s[i] == '0')) {  // 0,111 is no thousands group
       while (end + 3 < s.size() && ((s[end] == ',' && brackets == 0) || s[end] == ' ') && (sep == 0 || s[end] == sep) &&
              is_digit(s[end + 1]) && is_digit(s[end + 2]) && is_digit(s[end + 3]) &&
              (end + 4 >= s.size() || (!is_digit(s[end + 4]) && !(s[end + 4] == '.' && s[end] == ' ') &&
@@ -239,6 +245,8 @@ std::string normalize_answer(std::string_view s) {
       ++i;
       continue;
     }
+    // \\sqrt: a command whose backslash was doubled by an extra round of escaping (JSON, Python strings).
+    if (i + 2 < s.size() && s[i + 1] == '\\' && is_letter(s[i + 2])) ++i;
     // A command: \name or \<one non-letter>.
     std::size_t j = i + 1;
     while (j < s.size() && is_letter(s[j])) ++j;
@@ -276,6 +284,12 @@ std::string normalize_answer(std::string_view s) {
     if (one_of(name, {"quad", "qquad"})) {
       out.push_back(' ');
       i = j;
+      continue;
+    }
+    // \quadx: a \quad whose following space was lost (x_{1}=1,\quadx_{2}=2).
+    if (name.size() > 4 && (name.substr(0, 4) == "quad" || (name.size() > 5 && name.substr(0, 5) == "qquad"))) {
+      out.push_back(' ');
+      i += name.substr(0, 5) == "qquad" ? 6 : 5;
       continue;
     }
     if (one_of(name, {"dfrac", "tfrac", "cfrac"})) {
@@ -369,9 +383,14 @@ std::string normalize_answer(std::string_view s) {
   std::string joined;
   joined.reserve(collapsed.size());
   for (std::size_t k = 0; k < collapsed.size(); ++k) {
-    if (collapsed.compare(k, 3, "{,}") == 0 || collapsed.compare(k, 3, "{-}") == 0 ||
-        collapsed.compare(k, 3, "{+}") == 0) {
-      joined.push_back(collapsed[k + 1]);  // 7{,}425, {-}1: a sign or comma typeset as a group
+    if (collapsed.compare(k, 4, "{, }") == 0 || collapsed.compare(k, 3, "{,}") == 0) {
+      // 7{,}425 and 14 {, }916: a thousands comma typeset as a group.
+      if (joined.size() >= 2 && joined.back() == ' ' && is_digit(joined[joined.size() - 2])) joined.pop_back();
+      joined.push_back(',');
+      k += collapsed[k + 2] == ' ' ? 3 : 2;
+      if (k + 1 < collapsed.size() && collapsed[k + 1] == ' ') ++k;
+    } else if (collapsed.compare(k, 3, "{-}") == 0 || collapsed.compare(k, 3, "{+}") == 0) {
+      joined.push_back(collapsed[k + 1]);  // {-}1: a sign typeset as a group
       k += 2;
     } else {
       joined.push_back(collapsed[k]);
