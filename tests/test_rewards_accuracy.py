@@ -134,9 +134,14 @@ EXTRACT_CASES = [
     ("Natalia sold 48 clips.\n#### 72", "72"),
     ("The final answer is $12$.", "12"),
     ("Therefore the answer is C.", "C"),
-    ("Answer: (B)", "(B)"),
+    ("Answer: (B)", "B"),
     ("**Answer:** 17", "17"),
-    ("nothing to see", ""),
+    ("nothing to see", "nothing to see"),  # a bare answer is the whole text (here: text, equal to no number)
+    ("$\\boxed{1}\\boxed{2}$", "1, 2"),
+    ("Final Answer: The final answer is $100$. I hope it is correct.", "100"),
+    ("The answer is $12$ dollars.", "12"),
+    ("<answer>\n42 apples\n</answer>", "42"),
+    ("<think>\\boxed{5}</think>", ""),
     ("\\boxed{unclosed", ""),
 ]
 
@@ -162,6 +167,77 @@ def test_accuracy_reward_trl_signature_and_gold_columns():
 def test_accuracy_none_when_gold_cannot_be_parsed():
     out = rewards.accuracy_reward(None, ["\\boxed{1}"] * 4, solution=["", "$$", "9" * 5000, "\\frac{1}{2"])
     assert out == [None, None, None, None]
+
+
+# The seven defects of the old reward (issue 9) as a user met them: accuracy_reward(None, [completion], solution=[gold]).
+DEFECTS = [
+    # 1. a gold equation compared by its right side only
+    ("x^2+y^2=25", "\\boxed{25}", 0.0),
+    ("2x+3y=6", "\\boxed{6}", 0.0),
+    ("x = 3", "\\boxed{y = 3}", 0.0),
+    ("x = 3", "\\boxed{3}", 1.0),
+    # 2. \text{...} after a number dropped as a unit, gluing digits
+    ("12\\text{ and }13", "\\boxed{1213}", 0.0),
+    ("6 \\text{ and } 8", "\\boxed{68}", 0.0),
+    ("6 \\text{ and } 8", "\\boxed{6,8}", 1.0),
+    # 3. several boxes in the gold
+    ("$\\boxed{1}\\boxed{2}$", "\\boxed{2}", 0.0),
+    ("$\\boxed{1}\\boxed{2}$", "\\boxed{1} and \\boxed{2}", 1.0),
+    # 4. a relative tolerance that accepted wrong integers
+    ("123456789", "\\boxed{123456700.0}", 0.0),
+    ("1000000", "\\boxed{1000000.9}", 0.0),
+    # 5. the marker took the rest of the line or block
+    ("100", "The final answer is $100$. I hope it is correct.", 1.0),
+    ("12", "The answer is $12$ dollars.", 1.0),
+    ("42", "<answer>\n42 apples\n</answer>", 1.0),
+    # 6. thousands separators
+    ("1000.99", "\\boxed{1,000.99}", 1.0),
+    ("32349", "\\boxed{32,\\! 349}", 1.0),
+    # 7. spellings of relations
+    ("x \\geq 3", "\\boxed{x >= 3}", 1.0),
+    ("x \\leq 3", "\\boxed{x <= 3}", 1.0),
+    ("x < 3", "\\boxed{x \\lt 3}", 1.0),
+    ("x > 3", "\\boxed{x \\gt 3}", 1.0),
+    ("x \\neq 3", "\\boxed{x != 3}", 1.0),
+]
+
+
+@pytest.mark.parametrize("gold,completion,expected", DEFECTS)
+def test_issue_9_defects_stay_fixed(gold, completion, expected):
+    assert rewards.accuracy_reward(None, [completion], solution=[gold]) == [expected]
+
+
+# Hedging: several candidate answers where the gold has one never score.
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "\\boxed{1}, \\boxed{2}",
+        "\\boxed{1} or \\boxed{2}",
+        "The answer is A or B or C.",
+        "\\boxed{A, B, C, D}",
+        "\\boxed{2 \\text{ or } 3}",
+        "\\boxed{\\pm 2}",
+        "\\boxed{x = 2 \\text{ or } x = 3}",
+    ],
+)
+def test_several_candidates_for_one_gold_score_zero(completion):
+    gold = "A" if "A" in completion else "2"
+    assert rewards.accuracy_reward(None, [completion], solution=[gold]) == [0.0]
+
+
+def test_decimals_match_only_as_correct_roundings():
+    score = lambda gold, pred: rewards.accuracy_reward(None, [f"\\boxed{{{pred}}}"], solution=[gold])[0]  # noqa: E731
+    assert score("\\frac{1}{3}", "0.333333") == 1.0
+    assert score("\\frac{1}{3}", "0.3333333333") == 1.0
+    assert score("\\frac{1}{3}", "0.33") == 0.0  # too few digits to stand for 1/3
+    assert score("\\frac{2}{3}", "0.666666") == 0.0  # not the correct rounding (0.666667)
+    assert score("\\pi", "3.14159") == 1.0  # pi correctly rounded to 6 significant digits
+    assert score("\\pi", "3.1416") == 0.0  # only 5
+    assert score("\\pi", "3.14160") == 0.0  # 6 digits, but not the correct rounding
+    assert score("5.10", "5.1") == 1.0
+    assert score("1500", "1.5e3") == 1.0
+    assert score("100", "99.99999") == 0.0
+    assert score("100", "100.0") == 1.0
 
 
 def test_accuracy_rel_tol_is_configurable():

@@ -455,6 +455,15 @@ bool concluding_sentence(std::string_view s, std::size_t from, std::string_view&
 
 // "(B) 5", "B) 5", "B: 5" -> "B": a choice letter leading the answer.
 bool choice_letter(std::string_view s, std::string_view& letter) noexcept {
+  // \textbf{(D)}\ 42: the letter inside a style command.
+  for (std::string_view style : {"\\textbf{", "\\text{", "\\mathrm{", "\\mathbf{"}) {
+    if (s.substr(0, style.size()) == style && s.size() > style.size() + 3 && s[style.size()] == '(' &&
+        s[style.size() + 2] == ')' && s[style.size() + 3] == '}' && s[style.size() + 1] >= 'A' &&
+        s[style.size() + 1] <= 'J') {
+      letter = s.substr(style.size() + 1, 1);
+      return true;
+    }
+  }
   std::size_t i = 0;
   const bool paren = !s.empty() && s[0] == '(';
   if (paren) ++i;
