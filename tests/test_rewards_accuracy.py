@@ -169,7 +169,7 @@ def test_accuracy_none_when_gold_cannot_be_parsed():
     assert out == [None, None, None, None]
 
 
-# The seven defects of the old reward (issue 9) as a user met them: accuracy_reward(None, [completion], solution=[gold]).
+# The seven defects of the old reward (issue 9), as met through accuracy_reward(None, [completion], solution=[gold]).
 DEFECTS = [
     # 1. a gold equation compared by its right side only
     ("x^2+y^2=25", "\\boxed{25}", 0.0),
