@@ -895,16 +895,25 @@ bool parse_expr(std::string_view s, Symbols& symbols, Expr& out, Budget& budget)
   return false;
 }
 
-Value evaluate_exact(const Expr& e, int point, Budget& budget) noexcept {
-  if (!e.parsed()) return not_real();
-  ExactEvaluator evaluator(e, point, budget);
-  return evaluator.eval(e.root);
+const Value& evaluate_exact(const Expr& e, int point, Budget& budget) noexcept {
+  const auto k = static_cast<std::size_t>(point);
+  if (e.exact_state[k] == 0) {
+    e.exact_cache[k] = e.parsed() ? ExactEvaluator(e, point, budget).eval(e.root) : not_real();
+    e.exact_state[k] = 1;
+  }
+  return e.exact_cache[k];
 }
 
 bool evaluate_numeric(const Expr& e, int point, Complex& out) noexcept {
-  if (!e.parsed()) return false;
-  NumericEvaluator evaluator(e, point);
-  return evaluator.eval(e.root, out);
+  const auto k = static_cast<std::size_t>(point);
+  if (e.numeric_state[k] == 0) {
+    Complex v;
+    const bool ok = e.parsed() && NumericEvaluator(e, point).eval(e.root, v);
+    e.numeric_cache[k] = v;
+    e.numeric_state[k] = ok ? 1 : -1;
+  }
+  out = e.numeric_cache[k];
+  return e.numeric_state[k] == 1;
 }
 
 }  // namespace r1fast::rewards

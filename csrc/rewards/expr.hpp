@@ -12,6 +12,7 @@
 // arithmetic within a Budget.
 #pragma once
 
+#include <array>
 #include <complex>
 #include <cstdint>
 #include <string>
@@ -52,10 +53,17 @@ struct Symbols {
   int intern(std::string_view name);  // -1 when the table is full
 };
 
+constexpr int kSamplePoints = 5;
+
 struct Expr {
   std::vector<ExprNode> nodes;
   int root = -1;
   std::uint64_t variables = 0;  // bit per Symbols index used
+  // The values at the sample points, computed once: a list item is compared with every item of the other list.
+  mutable std::array<Value, kSamplePoints> exact_cache;
+  mutable std::array<Complex, kSamplePoints> numeric_cache;
+  mutable std::array<std::int8_t, kSamplePoints> exact_state{};    // 0 not yet, 1 computed
+  mutable std::array<std::int8_t, kSamplePoints> numeric_state{};  // 0 not yet, 1 defined, -1 undefined
 
   bool parsed() const noexcept { return root >= 0; }
   const ExprNode& top() const noexcept { return nodes[static_cast<std::size_t>(root)]; }
@@ -68,12 +76,10 @@ struct Expr {
 // Parses all of `s` into `out`; false when `s` is not one expression (text, an unbalanced group, too large).
 bool parse_expr(std::string_view s, Symbols& symbols, Expr& out, Budget& budget);
 
-constexpr int kSamplePoints = 5;
-
 // The exact value of `e` with every variable at sample point `point` (0 <= point < kSamplePoints); the result's
 // kind says whether it is exact (kExact), only approximate (kApproximate) or not a real number / overflowed
 // (kOverflow). e, i and transcendental functions make the result approximate or non-real.
-Value evaluate_exact(const Expr& e, int point, Budget& budget) noexcept;
+const Value& evaluate_exact(const Expr& e, int point, Budget& budget) noexcept;
 
 // The value of `e` in complex long double at sample point `point`; false where it is undefined (division by zero,
 // log 0, overflow, a non-integer factorial, NaN).
