@@ -117,11 +117,14 @@ def accuracy_reward(
     cannot be parsed (empty, longer than 2048 bytes, or with unbalanced braces).
 
     The gold answer comes from the dataset column ``solution`` (open-r1), ``answer``, ``ground_truth`` or ``gold``
-    (the first present); a gold text with a ``\\boxed{}``/``####``/``Answer:`` marker is reduced to its answer.
-    The completion's answer is extracted (last ``\\boxed{}``/``\\fbox{}``, the ``<answer>`` block, ``#### n``,
-    ``... answer is x``, ``Answer: x``), normalised and compared: numbers exactly as rationals, surds and pi
-    multiples exactly, a decimal against anything within ``rel_tol`` (relative), tuples/intervals in order,
-    sets/lists unordered, multiple-choice letters, equations on their right-hand side; see README "Rewards".
+    (the first present) and goes through the same extraction as the completion: every ``\\boxed{}`` of the final
+    answer (several boxes are a list), ``#### x``, ``... answer is x`` / ``Answer: x``, a concluding sentence, the
+    last math span, or a bare answer; inside the last ``<answer>`` block when there is one, never inside
+    ``<think>``. Comparison: numbers exactly as rationals (surds and pi multiples too), expressions exactly or at
+    random points in complex long double, equations as equations, one-variable inequalities as intervals, lists and
+    sets order-free, tuples in order, matrices element-wise; a decimal only as a correct rounding with >= 6
+    significant digits of an exact value, or within ``rel_tol`` (relative, default 0: off). When it cannot tell, it
+    says 0.0: several candidate answers for one gold answer score 0. See README "Rewards".
     Raises TypeError without a gold column, ValueError on a length mismatch or a bad ``rel_tol``.
     """
     scores = _correctness(completions, columns, rel_tol, threads)
