@@ -225,6 +225,20 @@ def test_several_candidates_for_one_gold_score_zero(completion):
     assert rewards.accuracy_reward(None, [completion], solution=[gold]) == [0.0]
 
 
+@pytest.mark.parametrize(
+    "completion,expected",
+    [
+        ("The answer is not 5.", 0.0),
+        ("Therefore, x is not 5.", 0.0),
+        ("Final Answer: it can't be 5.", 0.0),
+        ("Therefore, there are 5 ways.", 1.0),
+        ("Final Answer: Jane started growing it 5 hours ago.", 1.0),
+    ],
+)
+def test_a_number_in_a_sentence_counts_only_when_stated(completion, expected):
+    assert rewards.accuracy_reward(None, [completion], solution=["5"]) == [expected]
+
+
 def test_decimals_match_only_as_correct_roundings():
     score = lambda gold, pred: rewards.accuracy_reward(None, [f"\\boxed{{{pred}}}"], solution=[gold])[0]  # noqa: E731
     assert score("\\frac{1}{3}", "0.333333") == 1.0

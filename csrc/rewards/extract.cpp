@@ -410,6 +410,14 @@ std::string_view strip_punctuation(std::string_view s) noexcept {
 // The one number of a sentence in words ("Jane started growing Sphere 3 hours ago" -> "3"); false when there is
 // none, more than one, or math beside it.
 bool only_number(std::string_view s, std::string_view& number) noexcept {
+  // "the answer is not 5": a negated sentence states no value.
+  for (std::string_view negation : {"not", "n't", "never", "no", "neither", "nor", "cannot", "isn", "wrong"}) {
+    for (std::size_t at = s.find(negation); at != std::string_view::npos; at = s.find(negation, at + 1)) {
+      const bool starts = at == 0 || !is_letter(s[at - 1]) || negation == "n't";
+      const bool ends = at + negation.size() >= s.size() || !is_letter(s[at + negation.size()]);
+      if (starts && ends) return false;
+    }
+  }
   int count = 0;
   for (std::size_t k = 0; k < s.size(); ++k) {
     const char c = s[k];
