@@ -16,6 +16,7 @@ namespace {
 
 constexpr int kMaxNodeDepth = 6;
 constexpr int kMaxComparisons = 20000;
+constexpr int kMaxCompareDepth = 24;
 constexpr std::size_t kMaxItems = 32;
 constexpr int kMinSignificantDigits = 6;  // a decimal standing for a non-terminating value must carry this many
 constexpr long double kNumericTolerance = 1e-12L;
@@ -47,6 +48,7 @@ struct Context {
   Budget budget;  // exact arithmetic; once spent, values are compared numerically
   AccuracyOptions options;
   int comparisons = 0;
+  int depth = 0;  // nodes_equal nesting
 };
 
 std::string_view trim(std::string_view s) noexcept {
@@ -71,6 +73,38 @@ std::size_t matching(std::string_view s, std::size_t i) noexcept {
     if (closes(s[k]) && --depth == 0) return k;
   }
   return std::string_view::npos;
+}
+
+// s without the {..} groups that enclose all of it ({ {x} } -> x), in one pass: peeling a layer at a time
+// rescans the string per layer.
+std::string_view strip_enclosing_groups(std::string_view s) {
+  std::vector<std::size_t> opener_end;  // just past the d-th leading '{'
+  std::size_t k = 0;
+  while (k < s.size() && (s[k] == '{' || s[k] == ' ')) {
+    if (s[k] == '{') opener_end.push_back(k + 1);
+    ++k;
+  }
+  if (opener_end.empty()) return s;
+  std::size_t tail = s.size();  // where the run of closing braces and spaces at the end starts
+  while (tail > 0 && (s[tail - 1] == '}' || s[tail - 1] == ' ')) --tail;
+  std::vector<std::size_t> closer(opener_end.size(), std::string_view::npos);
+  long depth = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;  // \{ and \} are not groups
+      continue;
+    }
+    if (s[i] == '{') ++depth;
+    if (s[i] != '}') continue;
+    if (--depth < 0) return s;
+    const auto d = static_cast<std::size_t>(depth);
+    if (d < closer.size() && closer[d] == std::string_view::npos) closer[d] = i;
+  }
+  if (depth != 0) return s;
+  std::size_t layers = 0;
+  while (layers < closer.size() && closer[layers] != std::string_view::npos && closer[layers] >= tail) ++layers;
+  if (layers == 0) return s;
+  return s.substr(opener_end[layers - 1], closer[layers - 1] - opener_end[layers - 1]);
 }
 
 // Whether s[k..] starts the separator `sep` at the top level: a command (\cup, \le) must not run on into a letter,
@@ -460,9 +494,10 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
   s = trim(s);
   n.text = canonical_text(s);
   if (depth > kMaxNodeDepth || s.empty() || s.size() > kMaxAnswerBytes) return n;
-  // A group around everything: {x} -> x.
-  while (s.size() >= 2 && s.front() == '{' && matching(s, 0) == s.size() - 1) {
-    s = trim(s.substr(1, s.size() - 2));
+  // Groups around everything: {{x}} -> x.
+  const std::string_view unwrapped = trim(strip_enclosing_groups(s));
+  if (unwrapped.size() != s.size()) {
+    s = unwrapped;
     n.text = canonical_text(s);
   }
   if (s.empty()) return n;
@@ -753,7 +788,9 @@ bool contained(const std::vector<const Node*>& x, const std::vector<const Node*>
 
 // The members of a list, nested lists flattened (\{1 \pm \sqrt5, -2\} has three); a lone answer is its own member.
 void collect_members(const Node& n, std::vector<const Node*>& out, int depth) {
-  if (n.kind == Node::Kind::kList && n.open != 'u' && n.open != 's' && depth < 4) {
+  // A system (one solution: x = 1, y = 2) stays one member inside a list of solutions; on its own, its equations
+  // are the members.
+  if (n.kind == Node::Kind::kList && n.open != 'u' && (n.open != 's' || depth == 0) && depth < 4) {
     for (const Node& item : n.items) collect_members(item, out, depth + 1);
   } else {
     out.push_back(&n);
@@ -907,6 +944,12 @@ bool decimal_comma_equal(const Node& decimal, const Node& list, Context& ctx) {
 bool nodes_equal(const Node& g, const Node& p, Context& ctx) {
   // A bound on the pairs compared (lists of lists of tuples multiply); past it the answer is "cannot tell".
   if (++ctx.comparisons > kMaxComparisons) return false;
+  struct DepthGuard {
+    int& depth;
+    explicit DepthGuard(int& d) noexcept : depth(++d) {}
+    ~DepthGuard() { --depth; }
+  } guard(ctx.depth);
+  if (ctx.depth > kMaxCompareDepth) return false;
   if (!g.unit.empty() && !p.unit.empty() && g.unit != p.unit) return false;  // 8 inches is not 8 feet
   if (!g.text.empty() && g.text == p.text) return true;
   // Words ignore case: Yes = yes, \text{East} = east.

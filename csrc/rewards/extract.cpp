@@ -1,5 +1,6 @@
 #include "rewards/extract.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -11,6 +12,7 @@ namespace {
 
 constexpr int kMaxBoxes = 32;
 constexpr std::size_t kMaxGlue = 64;  // bytes between two boxes of one answer list
+constexpr std::size_t kMaxScanBytes = 32768;  // the tail of a region that is searched for the answer
 
 bool is_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 bool is_letter(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -63,12 +65,21 @@ void scan_back(std::string_view s, char c, Visit visit) noexcept {
   }
 }
 
+// Whether s[i..] starts with `lit`: an inline byte loop that stops at the first difference (dense near-misses such
+// as a megabyte of "<a" stay cheap).
+bool starts_at(std::string_view s, std::size_t i, std::string_view lit) noexcept {
+  if (i + lit.size() > s.size()) return false;
+  for (std::size_t k = 0; k < lit.size(); ++k) {
+    if (s[i + k] != lit[k]) return false;
+  }
+  return true;
+}
+
 // Last position of `needle` in `hay`, npos if absent.
 std::size_t rfind_fast(std::string_view hay, std::string_view needle) noexcept {
   std::size_t found = std::string_view::npos;
   scan_back(hay, needle[0], [&](std::size_t i) {
-    if (needle.size() > 1 && (i + 1 >= hay.size() || hay[i + 1] != needle[1])) return false;
-    if (hay.compare(i, needle.size(), needle) != 0) return false;
+    if (!starts_at(hay, i, needle)) return false;
     found = i;
     return true;
   });
@@ -200,17 +211,21 @@ bool final_boxes(std::string_view s, std::vector<std::string_view>& contents) {
   return true;
 }
 
-bool last_answer_block(std::string_view s, std::string_view& content) noexcept {
-  const std::size_t open = rfind_fast(s, "<answer>");
-  if (open == std::string_view::npos) return false;
-  const std::size_t from = open + 8;
-  const std::size_t close = s.find("</answer>", from);
-  content = close == std::string_view::npos ? s.substr(from) : s.substr(from, close - from);
-  return true;
-}
-
 // The math span starting at s[i] ($..$, $$..$$, \(..\), \[..\]): its content and the index past its end.
-bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, std::size_t& after) noexcept {
+// Where \) and \] last occur in a text: an opener after the last closer of its kind opens nothing, and a scan over
+// many unclosed openers stays linear.
+struct LastClosers {
+  std::size_t paren;
+  std::size_t bracket;
+  explicit LastClosers(std::string_view s) noexcept : paren(rfind_fast(s, "\\)")), bracket(rfind_fast(s, "\\]")) {}
+};
+
+// The math span starting at s[i] ($..$, $$..$$, \(..\), \[..\]): its content and the index past its end. On failure
+// `resume` (when given) is where a scan may go on without skipping a span: past the opener, or past the last
+// newline of an inline span that crossed lines.
+bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, std::size_t& after,
+                  const LastClosers* closers = nullptr, std::size_t* resume = nullptr) noexcept {
+  if (resume != nullptr) *resume = i + 1;
   std::string_view open;
   std::string_view close;
   if (s[i] == '$') {
@@ -227,6 +242,13 @@ bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, 
   } else {
     return false;
   }
+  if (closers != nullptr && open[0] == '\\') {
+    const std::size_t last = open[1] == '(' ? closers->paren : closers->bracket;
+    if (last == std::string_view::npos || last < i + 2) {
+      if (resume != nullptr) *resume = i + 2;
+      return false;
+    }
+  }
   std::size_t k = i + open.size();
   while (true) {
     const std::size_t end = s.find(close, k);
@@ -237,7 +259,11 @@ bool math_span_at(std::string_view s, std::size_t i, std::string_view& content, 
     }
     content = s.substr(i + open.size(), end - i - open.size());
     // Inline math ($..$, \(..\)) stays on one line: a $ on a later line is another span's or a dollar sign.
-    if ((open == "$" || open == "\\(") && content.find('\n') != std::string_view::npos) return false;
+    const std::size_t newline = content.rfind('\n');
+    if ((open == "$" || open == "\\(") && newline != std::string_view::npos) {
+      if (resume != nullptr) *resume = i + open.size() + newline + 1;
+      return false;
+    }
     after = end + close.size();
     return true;
   }
@@ -253,6 +279,7 @@ struct Span {
 // before it that only glue separates from it ($1$ and $2$ and $3$), first to last.
 bool last_math(std::string_view s, std::vector<std::string_view>& contents, std::size_t& end) {
   std::vector<Span> run;
+  const LastClosers closers(s);
   std::size_t i = 0;
   while (i < s.size()) {
     const char c = s[i];
@@ -262,16 +289,18 @@ bool last_math(std::string_view s, std::vector<std::string_view>& contents, std:
     }
     std::string_view span;
     std::size_t after = 0;
-    if (math_span_at(s, i, span, after)) {
+    std::size_t resume = 0;
+    if (math_span_at(s, i, span, after, &closers, &resume)) {
       if (!trim(span).empty()) {
         if (!run.empty() && !only_glue(s.substr(run.back().end, i - run.back().end))) run.clear();
-        if (run.size() < static_cast<std::size_t>(kMaxBoxes)) run.push_back(Span{i, after, span});
+        if (run.size() == static_cast<std::size_t>(kMaxBoxes)) run.erase(run.begin());  // the last ones count
+        run.push_back(Span{i, after, span});
       }
       i = after;
     } else if (c == '$' && (i == 0 || s[i - 1] != '\\')) {
       break;  // an unclosed $: nothing after it pairs
     } else {
-      i += c == '\\' ? 2 : 1;
+      i = std::max(i + (c == '\\' ? 2 : 1), resume);
     }
   }
   contents.clear();
@@ -312,15 +341,22 @@ std::size_t last_answer_marker(std::string_view s, std::size_t& skip) noexcept {
 // The end of the sentence that starts at s[0]: a newline, or a period/!/? followed by a space or the end (a
 // decimal point is not an end).
 std::size_t sentence_end(std::string_view s) noexcept {
+  const LastClosers closers(s);
   for (std::size_t k = 0; k < s.size(); ++k) {
     const char c = s[k];
     if (c == '\n') return k;
     if (c == '$' || (c == '\\' && k + 1 < s.size() && (s[k + 1] == '(' || s[k + 1] == '['))) {
       std::string_view span;
       std::size_t after = 0;
-      if (math_span_at(s, k, span, after)) {
+      std::size_t resume = 0;
+      if (math_span_at(s, k, span, after, &closers, &resume)) {
         k = after - 1;
         continue;
+      }
+      // An inline span that crosses a line: the sentence ends at that line's end.
+      if (resume > k + 2) {
+        const std::size_t nl = s.find('\n', k);
+        return nl == std::string_view::npos ? s.size() : nl;
       }
     }
     if ((c == '.' || c == '!' || c == '?') && (k + 1 == s.size() || is_space(s[k + 1]))) return k;
@@ -625,15 +661,41 @@ bool last_boxed(std::string_view s, std::string_view& content) noexcept {
   return true;
 }
 
+// The last kMaxScanBytes of a region, from a line start when one is near: the final answer is at the end, and the
+// forward scans (math spans) then cost the same on a megabyte of adversarial text as on a long completion.
+std::string_view tail_of(std::string_view region) noexcept {
+  if (region.size() <= kMaxScanBytes) return region;
+  std::string_view tail = region.substr(region.size() - kMaxScanBytes);
+  const std::size_t nl = tail.substr(0, 4096).find('\n');
+  return nl == std::string_view::npos ? tail : tail.substr(nl + 1);
+}
+
 std::string extract_answer(std::string_view text) {
-  std::string_view block;
-  if (last_answer_block(text, block)) return region_answer(block);
+  // The last <answer>, </think> and <think> in one backward pass over the '<' bytes (it stops at an <answer>).
+  constexpr std::size_t npos = std::string_view::npos;
+  std::size_t answer_open = npos;
+  std::size_t think_end = npos;
+  std::size_t think_open = npos;
+  scan_back(text, '<', [&](std::size_t i) {
+    const char next = i + 1 < text.size() ? text[i + 1] : '\0';  // one byte tells which tag it may be
+    if (next == 'a' && starts_at(text, i, "<answer>")) {
+      answer_open = i;
+      return true;
+    }
+    if (next == '/' && think_end == npos && starts_at(text, i, "</think>")) think_end = i;
+    if (next == 't' && think_open == npos && starts_at(text, i, "<think>")) think_open = i;
+    return false;
+  });
+  if (answer_open != npos) {
+    const std::size_t from = answer_open + 8;
+    const std::size_t close = text.find("</answer>", from);
+    return region_answer(tail_of(close == npos ? text.substr(from) : text.substr(from, close - from)));
+  }
   // Without an <answer> block the answer follows the reasoning: nothing inside <think> counts, and an unclosed
   // <think> (a truncated completion) has no answer at all.
-  const std::size_t think_end = rfind_fast(text, "</think>");
-  if (think_end != std::string_view::npos) return region_answer(text.substr(think_end + 8));
-  if (rfind_fast(text, "<think>") != std::string_view::npos) return {};
-  return region_answer(text);
+  if (think_end != npos) return region_answer(tail_of(text.substr(think_end + 8)));
+  if (think_open != npos) return {};
+  return region_answer(tail_of(text));
 }
 
 }  // namespace r1fast::rewards

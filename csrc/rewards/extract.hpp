@@ -1,6 +1,8 @@
 // Final-answer extraction, one path for the gold and the completion. Linear in the text's length, whatever its
-// content. Where the answer is looked for, first hit wins, inside the last <answer>...</answer> block when there is
-// one (an unclosed last <answer> runs to the end), else in the whole text:
+// content: the tags are found in the whole text, the answer in the last 32 KB of its region. Where the answer is
+// looked for, first hit wins, inside the last <answer>...</answer> block when there is one (an unclosed last
+// <answer> runs to the end), else after the last </think> (nothing when a <think> is never closed), else in the
+// whole text:
 //   1. \boxed{...} / \fbox{...}: the last one, together with the boxes right before it that only punctuation,
 //      math delimiters, `and` / `or` separate from it (several boxes are a list of answers: "1, 2");
 //   2. `#### x` (GSM8K): the rest of the line after the last ####;
