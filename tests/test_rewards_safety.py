@@ -10,7 +10,9 @@ from r1fast import rewards
 # Generous bound per sample for CI machines under load; the benchmark measures the real worst case.
 PER_SAMPLE_SECONDS = 0.05
 
-LATEX_PIECES = ["\\boxed{", "\\frac{", "\\sqrt{", "\\sqrt[", "{", "}", "(", ")", "[", "]", "^", "_", "!", "%",
+LATEX_PIECES = ["\\pm", "\\le", "<", ">", ";", " and ", " or ", "\\in", "\\approx", "|", "\\begin{pmatrix}",
+                "\\end{pmatrix}", "&", "\\\\", "\\overline{", "\\(", "\\)", "\\[", "\\]", "i", "y", "The answer is ",
+                "Therefore ", "\\boxed{", "\\frac{", "\\sqrt{", "\\sqrt[", "{", "}", "(", ")", "[", "]", "^", "_", "!", "%",
                 "\\pi", "\\infty", "\\cup", "\\{", "\\}", ",", "=", "+", "-", "*", "/", "\\cdot", "\\times",
                 "\\text{", "\\left(", "\\right)", "0", "1", "9", "99999", ".", "e", "x", "\\binom{", "<answer>",
                 "</answer>", "<think>", "####", "Answer:", "\\dfrac", "\\log_", "\\sin", " ", "\n", "$", "\\"]
@@ -67,6 +69,30 @@ def test_lone_surrogates_and_invalid_utf8_are_accepted():
     all_rewards(texts)
     assert rewards.accuracy_reward(None, texts[:1], solution=["1"]) == [1.0]
     assert rewards.accuracy_reward(None, [texts[2]], solution=["1"]) == [1.0]
+
+
+# Found by fuzzing the C++ (libFuzzer + ASan): each once crashed or took far over a millisecond.
+FUZZ_FINDINGS = [
+    ("d;{x=3\\text{or}x=4}", "5"),  # a system of solutions against a scalar recursed without end
+    ("The solutions are \\boxed{x=1, y=2; x=3, y=4}.", "5"),
+    ("\\boxed{5}", "x=1, y=2; x=3, y=4"),
+    ("\\boxed{p=5, q=2; p=7, q=2}", "p=5"),
+    ("\\boxed{" + "{" * 1000 + "1" + "}" * 1000 + "}", "1"),  # peeling braces one layer at a time
+    ("\\[" * 4000, "1"),  # each unclosed \[ searched to the end
+    ("\\[\\(" * 10_000, "1"),
+    ("\\( a\n" * 20_000 + "\\)", "1"),
+    ("the answer is " + "\\( a\n" * 20_000 + "\\)", "1"),
+    ("<a" * 500_000, "1"),
+    ("$1$ " * 250_000, "1"),
+]
+
+
+def test_fuzz_findings_stay_fixed():
+    for completion, gold in FUZZ_FINDINGS:
+        start = time.perf_counter()
+        assert rewards.accuracy_reward(None, [completion], solution=[gold]) in ([0.0], [1.0], [None])
+        assert rewards.accuracy_reward(None, [gold], solution=[completion]) in ([0.0], [1.0], [None])
+        assert time.perf_counter() - start < 0.1, completion[:50]
 
 
 def test_adversarial_inputs_are_bounded():
