@@ -422,6 +422,16 @@ ADVERSARIAL = {
     "5,000 nested parentheses": "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
     "1/2004! vs 1/2006!": "\\boxed{\\frac{1}{2004!}}",
     "invalid UTF-8 + lone surrogates": "\ud800\udfff" * 1000 + "\\boxed{1}",
+    # from fuzzing the rewrite: each was once a crash or quadratic
+    "1,000 braces around one answer": "\\boxed{" + "{" * 1000 + "1" + "}" * 1000 + "}",
+    "1 MB of '<a' (tag near-misses)": "<a" * 500_000,
+    "1 MB of '$1$ ' (math spans)": "$1$ " * 250_000,
+    "1 MB of unclosed \\(": "\\(" * 500_000,
+    "20,000 inline spans across lines": "the answer is " + "\\( a\n" * 20_000 + "\\)",
+    "32-item list of expressions": "\\boxed{"
+    + ", ".join(f"\\frac{{x^3}}{{7}}\\sqrt{{y+1}}+\\sin(z)+{i}" for i in range(32)) + "}",
+    "32-item list of large surds": "\\boxed{" + ", ".join(f"\\sqrt{{{999999999989 - i}}}" for i in range(32)) + "}",
+    "system of solutions vs a number": "\\boxed{x=1, y=2; x=3, y=4}",
 }
 
 
