@@ -2,12 +2,14 @@
 Liger's triton_grpo_loss and LigerFusedLinearGRPOLoss, next to the physical floor measured in the same run.
 
     python benchmarks/bench_loss.py            # CUDA: the full table (N = 8192, H in {896, 1536, 3584}; N = 65536)
+    python benchmarks/bench_loss.py --shapes 8192x1536 --json out.json   # CUDA: one shape, rows to out.json
     python benchmarks/bench_loss.py --smoke    # any machine: tiny shapes, checks the script runs (times meaningless)
 
 Floors: logits-given = 3 passes over the bf16 logits (read; read + write) / measured copy bandwidth; fused =
 6NHV / measured bf16 matmul rate; no-grad log-probs = 2NHV / the same rate. Peak extra memory = peak allocated
 during the call minus what was allocated before it (inputs and outputs included in neither).
-Prints one table and writes the same rows to benchmarks/out/bench_loss.json.
+Prints one table, a row as it is measured, and writes the same rows to benchmarks/out/bench_loss.json (--json),
+rewritten after every row so that a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -164,8 +166,8 @@ def methods(hidden, weight, ids, mask, adv, old, ref, backend: str) -> dict[str,
     return out
 
 
-def run(shapes, vocab: int, device: torch.device, dtype: torch.dtype, backend: str, reps: int) -> list[dict]:
-    rows = []
+def run(shapes, vocab: int, device: torch.device, dtype: torch.dtype, backend: str, reps: int) -> Iterator[dict]:
+    """The rows, one per (shape, method), each yielded as soon as it is measured."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
     for n, h in shapes:
         inputs = make_inputs(n, h, vocab, device, dtype)
@@ -185,41 +187,56 @@ def run(shapes, vocab: int, device: torch.device, dtype: torch.dtype, backend: s
                 row["error"] = f"{type(err).__name__}: {err}"[:120]
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            rows.append(row)
-    return rows
+            yield row
 
 
-def print_table(rows: list[dict]) -> None:
+def print_header(row: dict) -> None:
     header = f"{'method':48} {'N':>6} {'H':>5} {'ms':>9} {'floor ms':>9} {'x floor':>8} {'peak GiB':>9}  floor"
-    print(f"device: {rows[0]['device']}, V = {rows[0]['V']}, dtype = {rows[0]['dtype']}, config = {CONFIG}")
+    print(f"device: {row['device']}, V = {row['V']}, dtype = {row['dtype']}, config = {CONFIG}")
     print(header)
     print("-" * len(header))
-    for r in rows:
-        if "error" in r:
-            print(f"{r['method']:48} {r['N']:>6} {r['H']:>5}  {r['error']}")
-            continue
-        print(f"{r['method']:48} {r['N']:>6} {r['H']:>5} {r['ms']:>9.2f} {r['floor_ms']:>9.2f} {r['x_floor']:>8.2f} "
-              f"{r['peak_extra_gib']:>9.2f}  {r['floor']}")  # fmt: skip
+
+
+def print_row(r: dict) -> None:
+    if "error" in r:
+        print(f"{r['method']:48} {r['N']:>6} {r['H']:>5}  {r['error']}", flush=True)
+        return
+    print(f"{r['method']:48} {r['N']:>6} {r['H']:>5} {r['ms']:>9.2f} {r['floor_ms']:>9.2f} {r['x_floor']:>8.2f} "
+          f"{r['peak_extra_gib']:>9.2f}  {r['floor']}", flush=True)  # fmt: skip
+
+
+def shape(text: str) -> tuple[int, int]:
+    """'8192x1536' -> (N, H)."""
+    n, _, h = text.lower().partition("x")
+    return int(n), int(h)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on any device; times are meaningless")
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--shapes", nargs="+", type=shape, default=SHAPES, metavar="NxH",
+                        help="token count x hidden size, e.g. 8192x1536 (default: the full table)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=OUT / "bench_loss.json", help="where the rows go")
     args = parser.parse_args()
     if args.smoke:
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        rows = run([(64, 32)], 257, device, torch.float32, "triton", 1)
+        measured = run([(64, 32)], 257, device, torch.float32, "triton", 1)
     else:
         if not torch.cuda.is_available():
             sys.exit("bench_loss.py needs a CUDA GPU (use --smoke to check the script on CPU)")
-        rows = run(SHAPES, VOCAB, torch.device("cuda"), torch.bfloat16, "auto", args.reps)
-    print_table(rows)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bench_loss.json").write_text(json.dumps(rows, indent=1))
-    print(f"wrote {OUT / 'bench_loss.json'}")
+        measured = run(args.shapes, VOCAB, torch.device("cuda"), torch.bfloat16, "auto", args.reps)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row in measured:
+        if not rows:
+            print_header(row)
+        print_row(row)
+        rows.append(row)
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
     python benchmarks/bench_sampler.py                 # CUDA: Qwen2.5-0.5B / 1.5B shapes, random bf16 weights
     python benchmarks/bench_sampler.py --shapes 0.5B --seqs 256 --prompt-lens 128 --new-tokens 256   # one row
+    python benchmarks/bench_sampler.py ... --hf-new-tokens 64 --json out.json   # HF generate for 64 tokens only
     python benchmarks/bench_sampler.py --smoke         # any machine: a tiny model, checks the script end to end
 
 End to end, per (model shape, prompt length, G = 8, new tokens, concurrent sequences), EOS ignored:
-  - tokens/s of r1fast's Sampler and of HF `generate` (sampling, same model, same device, same batch);
+  - tokens/s of r1fast's Sampler and of HF `generate` (sampling, same model, same device, same batch), each the
+    completion tokens it generated / its wall time (--hf-new-tokens lets HF generate fewer tokens per sequence,
+    on the same prompts, where the full length would take too long; its row says how many);
   - ms per decode step, (T(generate) - T(generate with max_tokens=1)) / (new_tokens - 1), next to its floor:
     (weight bytes + KV bytes at the mean context) / measured copy bandwidth;
   - host ms/step: the sampler's host-only work per step (scheduling, packing the batch), which the GPU waits for;
@@ -15,8 +18,8 @@ End to end, per (model shape, prompt length, G = 8, new tokens, concurrent seque
 Kernel: paged_attention_decode (bf16, block 16) vs KV bytes / copy bandwidth, and flash-attn's
 flash_attn_with_kvcache on the same data when flash-attn is installed (its paged KV needs 256-token pages, so that
 row pairs it with r1fast at block 256 too).
-Prints the tables and writes the same rows to benchmarks/out/bench_sampler.json. No number is estimated: rows that
-could not run say why.
+Prints the tables and writes the same rows to benchmarks/out/bench_sampler.json (--json), rewritten as each row
+grows, so that a run cut short keeps what it measured. No number is estimated: rows that could not run say why.
 """
 
 from __future__ import annotations
@@ -152,7 +155,10 @@ def logprob_mismatch(model, groups, prompts, device) -> tuple[float, float]:
     return delta.mean().item(), delta.max().item()
 
 
-def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidth, with_hf) -> dict:
+def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidth, with_hf, hf_new_tokens=None,
+                checkpoint=lambda row: None) -> dict:
+    """One end-to-end row. hf_new_tokens: HF generate's tokens per sequence (default new_tokens); checkpoint(row)
+    is called with r1fast's figures before the HF baseline starts."""
     model = build(shape, device, dtype)
     config = model.config
     prompts = torch.randint(0, config.vocab_size, (max(1, num_seqs // G), prompt_len)).tolist()
@@ -180,9 +186,12 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
     )  # fmt: skip
     row["step_over_floor"] = row["ms_per_step"] / row["floor_ms_per_step"]
     sampler.free()
+    checkpoint(row)
     if with_hf:
+        hf_new_tokens = min(hf_new_tokens or new_tokens, new_tokens)
+        row["hf_new_tokens"] = hf_new_tokens
         ids = torch.tensor(prompts, device=device).repeat_interleave(G, 0)
-        gen = dict(max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+        gen = dict(max_new_tokens=hf_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
         model.generate(ids[:2], attention_mask=torch.ones_like(ids[:2]), **{**gen, "max_new_tokens": 4})  # warm-up
         seconds, out = timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **gen), device)
         row["hf_tok_s"] = (out.shape[1] - prompt_len) * ids.shape[0] / seconds
@@ -263,8 +272,10 @@ def print_tables(rows: list[dict], bandwidth: float, device: str) -> None:
               "| host ms/step | prefill saved (tokens) | mean / max abs dlogp |")  # fmt: skip
         print("| --- " * 13 + "|")
         for r in sampler:
+            hf_new = r.get("hf_new_tokens", r["new_tokens"])
+            hf = fmt(r["hf_tok_s"], ",.0f") + (f" ({hf_new} new)" if hf_new != r["new_tokens"] else "")
             print(f"| {r['shape']} | {r['prompt_len']} | {r['new_tokens']} | {r['seqs']} | "
-                  f"{fmt(r['r1fast_tok_s'], ',.0f')} | {fmt(r['hf_tok_s'], ',.0f')} | "
+                  f"{fmt(r['r1fast_tok_s'], ',.0f')} | {hf} | "
                   f"{fmt(r.get('speedup_vs_hf'), '.1f')} | {fmt(r['ms_per_step'], '.2f')} | "
                   f"{fmt(r['floor_ms_per_step'], '.3f')} | {fmt(r['step_over_floor'], '.1f')} | "
                   f"{fmt(r['host_ms_per_step'], '.2f')} | "
@@ -294,6 +305,9 @@ def main() -> None:
     parser.add_argument("--prompt-lens", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--new-tokens", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--seqs", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--hf-new-tokens", type=int, default=None,
+                        help="new tokens per sequence for HF generate (default: --new-tokens; fewer saves time)")
+    parser.add_argument("--json", type=Path, default=OUT / "bench_sampler.json", help="where the rows go")
     args = parser.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("bench_sampler needs CUDA (or pass --smoke for a tiny end-to-end run on this machine)")
@@ -309,18 +323,22 @@ def main() -> None:
         kernel_configs = [(s, n, c, BLOCK_SIZE, False) for s in args.shapes for n in args.seqs for c in (640, 1536)]
         kernel_configs += [(s, 8, 8192, BLOCK_SIZE, False) for s in args.shapes]  # few sequences: split-K
         kernel_configs += [(s, 256, 1536, 256, True) for s in args.shapes]  # flash-attn's page size
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda rows: args.json.write_text(json.dumps(rows, indent=2))
     rows = []
     if not args.no_kernel:
         kdtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         rows += [run_kernel(s, n, c, device, kdtype, bandwidth, b, peer) for s, n, c, b, peer in kernel_configs]
+        save(rows)
     if not args.no_sampler:
         for config in sampler_configs:
-            rows.append(run_sampler(*config, device, dtype, bandwidth, not args.no_hf))
+            rows.append(run_sampler(*config, device, dtype, bandwidth, not args.no_hf, args.hf_new_tokens,
+                                    checkpoint=lambda row: save([*rows, row])))  # fmt: skip
+            save(rows)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: long runs
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bench_sampler.json").write_text(json.dumps(rows, indent=2))
+    save(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print_tables(rows, bandwidth, f"{name}, {dtype}" + (" (smoke: times mean nothing)" if args.smoke else ""))
 

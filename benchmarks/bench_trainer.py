@@ -4,6 +4,7 @@ and loss.
     python benchmarks/bench_trainer.py                 # CUDA: Qwen2.5-0.5B shape, random bf16 weights
     python benchmarks/bench_trainer.py --shape 1.5B --prompts 32 --completion-len 512
     python benchmarks/bench_trainer.py --smoke         # any machine: a tiny model, checks the script end to end
+    python benchmarks/bench_trainer.py --steps 1 --json out.json   # one warm step each, rows to out.json
 
 Both trainers take one optimizer step per generation batch of prompts x G completions (TRL: steps_per_generation =
 gradient_accumulation_steps, the micro-batches of micro_batch_size completions), dapo loss, beta 0, AdamW, on
@@ -12,7 +13,8 @@ do the same work; the reward is a cheap Python function of the token ids (spread
 not zero). Reported per step, median over --steps after one warm-up step: generation and training seconds
 (r1fast's own split), the whole step, completion tokens per second of the step, and the peak allocated memory.
 A third row runs TRL with r1fast's fused loss swapped in (r1fast.integrations.trl). Prints one table and writes
-the rows to benchmarks/out/bench_trainer.json. A peer that cannot run says why.
+the rows to benchmarks/out/bench_trainer.json (--json), rewritten after each row so that a run cut short keeps the
+rows it finished. A peer that cannot run says why.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -137,13 +140,16 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--completion-len", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="measured steps after the warm-up one (default 3; "
+                        "2 with --smoke)")  # fmt: skip
     parser.add_argument("--no-trl", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU (or CUDA if present)")
+    parser.add_argument("--json", type=Path, default=OUT / "bench_trainer.json", help="where the rows go")
     args = parser.parse_args()
     if args.smoke:
         args.shape, args.prompts, args.g, args.prompt_len, args.completion_len = "tiny", 2, 2, 4, 6
-        args.micro_batch, args.steps = 2, 2
+        args.micro_batch = 2
+    args.steps = args.steps or (2 if args.smoke else 3)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
         sys.exit("bench_trainer needs CUDA (or --smoke)")
@@ -152,38 +158,51 @@ def main() -> None:
     tokenizer = word_tokenizer(vocab)
     dataset = prompts(args.prompts * (args.steps + 1), args.prompt_len, vocab)
     max_len = args.prompt_len + args.completion_len + 8
-    model = build_model(args.shape, max_len, device, dtype)
+    tokens = args.prompts * args.g * args.completion_len
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+            "shape": args.shape, "prompts": args.prompts, "G": args.g, "prompt_len": args.prompt_len,
+            "completion_len": args.completion_len, "micro_batch": args.micro_batch, "dtype": str(dtype),
+            "measured_steps": args.steps}  # fmt: skip
+    rows = []
 
-    rows = [{"method": "r1fast", **run_r1fast(model, tokenizer, dataset, args, device)}]
+    def add(method: str, run, *run_args) -> None:
+        try:
+            row = {"method": method, **run(*run_args)}
+        except Exception as err:  # one trainer's failure (a peer's API drift, OOM) must not hide the other rows
+            traceback.print_exc()
+            row = {"method": method, "error": f"{type(err).__name__}: {err}"[:300]}
+        if "step_s" in row:
+            row["tokens_per_s"] = tokens / row["step_s"]
+        rows.append(row)
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress: each peer takes a while
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    model = build_model(args.shape, max_len, device, dtype)
+    add("r1fast", run_r1fast, model, tokenizer, dataset, args, device)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     for name, fused in (("TRL 1.16 (HF generate)", False), ("TRL + r1fast loss", True)):
         if args.no_trl:
-            rows.append({"method": name, "skipped": "--no-trl"})
+            add(name, lambda: {"skipped": "--no-trl"})
             continue
         peer_model = build_model(args.shape, max_len, device, dtype)  # the same seed: the same weights
-        rows.append({"method": name, **run_trl(peer_model, tokenizer, dataset, args, device, fused)})
+        add(name, run_trl, peer_model, tokenizer, dataset, args, device, fused)
         del peer_model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    tokens = args.prompts * args.g * args.completion_len
-    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-            "shape": args.shape, "prompts": args.prompts, "G": args.g, "prompt_len": args.prompt_len,
-            "completion_len": args.completion_len, "micro_batch": args.micro_batch, "dtype": str(dtype)}  # fmt: skip
     print(f"GRPO step, {meta}")
     print(f"{'method':<24} {'generate s':>11} {'train s':>9} {'step s':>8} {'tokens/s':>10} {'peak GiB':>9}")
     for row in rows:
-        if "skipped" in row:
-            print(f"{row['method']:<24} skipped: {row['skipped']}")
+        if "skipped" in row or "error" in row:
+            print(f"{row['method']:<24} {'skipped: ' + row['skipped'] if 'skipped' in row else row['error']}")
             continue
-        row["tokens_per_s"] = tokens / row["step_s"]
         cells = [row["generate_s"], row["train_s"], row["step_s"], row["tokens_per_s"], row["peak_gib"]]
         text = ["-" if c is None else f"{c:.3f}" if i < 3 else f"{c:.0f}" if i == 3 else f"{c:.2f}"
                 for i, c in enumerate(cells)]  # fmt: skip
         print(f"{row['method']:<24} {text[0]:>11} {text[1]:>9} {text[2]:>8} {text[3]:>10} {text[4]:>9}")
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bench_trainer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
