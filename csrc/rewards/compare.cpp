@@ -649,17 +649,6 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
 
 // ------------------------------------------------------------------------------------------- scalars
 
-bool exactly_equal(const Value& a, const Value& b) noexcept {
-  if (a.infinity != 0 || b.infinity != 0) return a.infinity == b.infinity;
-  if (a.terms.size() != b.terms.size()) return false;
-  for (std::size_t i = 0; i < a.terms.size(); ++i) {
-    const Term& x = a.terms[i];
-    const Term& y = b.terms[i];
-    if (x.radicand != y.radicand || x.pi_power != y.pi_power || !(x.coef == y.coef)) return false;
-  }
-  return true;
-}
-
 bool is_exact(const Value& v) noexcept { return v.kind == Exactness::kExact; }
 
 long double magnitude(const Complex& z) noexcept { return std::abs(z); }
@@ -1028,11 +1017,9 @@ bool answers_equal(std::string_view gold, std::string_view predicted, const Accu
   }
 }
 
-std::string gold_answer(std::string_view gold) { return extract_answer(gold); }
-
 Verdict accuracy(std::string_view completion, std::string_view gold, const AccuracyOptions& options) noexcept {
   try {
-    const std::string g = normalize_answer(gold_answer(gold));
+    const std::string g = normalize_answer(extract_answer(gold));
     if (g.empty() || !braces_balanced(g)) return Verdict::kNoGold;
     const std::string p = extract_answer(completion);
     if (p.empty()) return Verdict::kWrong;

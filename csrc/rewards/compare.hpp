@@ -21,7 +21,6 @@
 // - text compares as canonical text; single letters (multiple choice) ignore case.
 #pragma once
 
-#include <string>
 #include <string_view>
 
 namespace r1fast::rewards {
@@ -34,9 +33,6 @@ enum class Verdict : int { kWrong = 0, kCorrect = 1, kNoGold = -1 };
 
 // Whether the answer string `predicted` (already extracted) equals `gold` (already extracted).
 bool answers_equal(std::string_view gold, std::string_view predicted, const AccuracyOptions& options) noexcept;
-
-// The answer extracted from a gold text (a bare answer, or a solution with \boxed{} / a marker), "" when none.
-std::string gold_answer(std::string_view gold);
 
 // The accuracy reward of one completion: kNoGold when the gold answer is empty, longer than kMaxAnswerBytes, or
 // has unbalanced braces (truncated or malformed).

@@ -320,7 +320,6 @@ class Parser {
     }
     ExprNode n;
     n.value = Value::from_rational(r);
-    n.value.has_decimal = dot;
     n.decimal = dot;
     n.ulp_exponent = static_cast<int>(exponent);
     n.significant_digits = significant;

@@ -654,13 +654,6 @@ std::string region_answer(std::string_view s) {
 
 }  // namespace
 
-bool last_boxed(std::string_view s, std::string_view& content) noexcept {
-  Box box;
-  if (!last_box(s, s.size(), box)) return false;
-  content = box.content;
-  return true;
-}
-
 // The last kMaxScanBytes of a region, from a line start when one is near: the final answer is at the end, and the
 // forward scans (math spans) then cost the same on a megabyte of adversarial text as on a long completion.
 std::string_view tail_of(std::string_view region) noexcept {

@@ -24,7 +24,4 @@ namespace r1fast::rewards {
 // The final answer of `text`; several boxed answers joined by ", "; empty when none is found.
 std::string extract_answer(std::string_view text);
 
-// The content of the last \boxed{...} or \fbox{...} in `s` (false when there is none).
-bool last_boxed(std::string_view s, std::string_view& content) noexcept;
-
 }  // namespace r1fast::rewards

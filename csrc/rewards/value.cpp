@@ -9,7 +9,6 @@ namespace r1fast::rewards {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr double kApproxTolerance = 1e-9;
 
 long cost(const Rational& a, const Rational& b) noexcept {
   const long n = 1 + std::max(a.num.size, a.den.size);
@@ -33,10 +32,9 @@ Value overflow() noexcept {
 }
 
 // Sorts and merges terms with equal keys, drops zeros, refreshes the approximation.
-Value finish(std::vector<Term> terms, bool has_decimal, Budget& budget) noexcept {
+Value finish(std::vector<Term> terms, Budget& budget) noexcept {
   std::sort(terms.begin(), terms.end(), key_less);
   Value v;
-  v.has_decimal = has_decimal;
   for (const Term& t : terms) {
     if (!v.terms.empty() && !key_less(v.terms.back(), t)) {
       if (!budget.charge(cost(v.terms.back().coef, t.coef))) return overflow();
@@ -50,12 +48,6 @@ Value finish(std::vector<Term> terms, bool has_decimal, Budget& budget) noexcept
   if (static_cast<int>(v.terms.size()) > kMaxTerms) return overflow();
   v.approx = 0.0;
   for (const Term& t : v.terms) v.approx += term_approx(t);
-  return v;
-}
-
-Value approximate_result(double x, bool has_decimal) noexcept {
-  Value v = Value::approximate(x);
-  v.has_decimal = has_decimal;
   return v;
 }
 
@@ -120,10 +112,10 @@ bool is_small_integer(const Value& v, std::int64_t& out) noexcept {
   return true;
 }
 
-Value sqrt_rational(const Rational& r, bool has_decimal, Budget& budget) noexcept {
+Value sqrt_rational(const Rational& r, Budget& budget) noexcept {
   if (r.num.negative) return overflow();  // no complex numbers
   if (!r.num.fits_u64() || !r.den.fits_u64() || r.num.low_u64() > kMaxRadicand || r.den.low_u64() > kMaxRadicand) {
-    return approximate_result(std::sqrt(r.to_double()), has_decimal);
+    return Value::approximate(std::sqrt(r.to_double()));
   }
   std::uint64_t out_n = 0;
   std::uint64_t in_n = 0;
@@ -140,9 +132,9 @@ Value sqrt_rational(const Rational& r, bool has_decimal, Budget& budget) noexcep
   Term inv;
   Term result;
   if (!invert_term(td, inv) || !mul_terms(tn, inv, result, budget)) {
-    return approximate_result(std::sqrt(r.to_double()), has_decimal);
+    return Value::approximate(std::sqrt(r.to_double()));
   }
-  return finish({result}, has_decimal, budget);
+  return finish({result}, budget);
 }
 
 // The exact k-th root of n when n is a perfect k-th power (k >= 2).
@@ -211,52 +203,49 @@ Value negate(const Value& a) noexcept {
 }
 
 Value add(const Value& a, const Value& b, Budget& budget) noexcept {
-  const bool dec = a.has_decimal || b.has_decimal;
   if (a.kind == Exactness::kOverflow || b.kind == Exactness::kOverflow || a.infinity != 0 || b.infinity != 0) {
     return overflow();
   }
-  if (!a.is_exact() || !b.is_exact()) return approximate_result(a.approx + b.approx, dec);
+  if (!a.is_exact() || !b.is_exact()) return Value::approximate(a.approx + b.approx);
   std::vector<Term> terms = a.terms;
   terms.insert(terms.end(), b.terms.begin(), b.terms.end());
-  return finish(std::move(terms), dec, budget);
+  return finish(std::move(terms), budget);
 }
 
 Value sub(const Value& a, const Value& b, Budget& budget) noexcept { return add(a, negate(b), budget); }
 
 Value mul(const Value& a, const Value& b, Budget& budget) noexcept {
-  const bool dec = a.has_decimal || b.has_decimal;
   if (a.kind == Exactness::kOverflow || b.kind == Exactness::kOverflow || a.infinity != 0 || b.infinity != 0) {
     return overflow();
   }
-  if (!a.is_exact() || !b.is_exact()) return approximate_result(a.approx * b.approx, dec);
+  if (!a.is_exact() || !b.is_exact()) return Value::approximate(a.approx * b.approx);
   if (a.terms.size() * b.terms.size() > static_cast<std::size_t>(kMaxTerms * kMaxTerms)) return overflow();
   std::vector<Term> terms;
   terms.reserve(a.terms.size() * b.terms.size());
   for (const Term& x : a.terms) {
     for (const Term& y : b.terms) {
       Term t;
-      if (!mul_terms(x, y, t, budget)) return budget.remaining < 0 ? overflow() : approximate_result(a.approx * b.approx, dec);
+      if (!mul_terms(x, y, t, budget)) return budget.remaining < 0 ? overflow() : Value::approximate(a.approx * b.approx);
       terms.push_back(t);
     }
   }
-  return finish(std::move(terms), dec, budget);
+  return finish(std::move(terms), budget);
 }
 
 Value div(const Value& a, const Value& b, Budget& budget) noexcept {
-  const bool dec = a.has_decimal || b.has_decimal;
   if (a.kind == Exactness::kOverflow || b.kind == Exactness::kOverflow || a.infinity != 0 || b.infinity != 0) {
     return overflow();
   }
   if (b.is_exact() && b.terms.empty()) return overflow();  // division by zero
   if (!a.is_exact() || !b.is_exact()) {
     if (b.approx == 0.0) return overflow();
-    return approximate_result(a.approx / b.approx, dec);
+    return Value::approximate(a.approx / b.approx);
   }
   Value inverse;
   if (b.terms.size() == 1) {
     Term t;
     if (!invert_term(b.terms[0], t)) return overflow();
-    inverse = finish({t}, b.has_decimal, budget);
+    inverse = finish({t}, budget);
   } else if (b.terms.size() == 2 && b.terms[0].pi_power == b.terms[1].pi_power) {
     // Rationalise with the conjugate: 1/(x + y) = (x - y) / (x^2 - y^2), where x^2 and y^2 are rational.
     Term x = b.terms[0];
@@ -274,16 +263,15 @@ Value div(const Value& a, const Value& b, Budget& budget) noexcept {
       if (!div(t->coef, denom, t->coef)) return overflow();
       t->pi_power = -b.terms[0].pi_power;
     }
-    inverse = finish({x, ny}, b.has_decimal, budget);
+    inverse = finish({x, ny}, budget);
   } else {
     if (b.approx == 0.0) return overflow();
-    return approximate_result(a.approx / b.approx, dec);
+    return Value::approximate(a.approx / b.approx);
   }
   return mul(a, inverse, budget);
 }
 
 Value pow(const Value& base, const Value& exponent, Budget& budget) noexcept {
-  const bool dec = base.has_decimal || exponent.has_decimal;
   if (base.kind == Exactness::kOverflow || exponent.kind == Exactness::kOverflow || base.infinity != 0 ||
       exponent.infinity != 0) {
     return overflow();
@@ -309,7 +297,7 @@ Value pow(const Value& base, const Value& exponent, Budget& budget) noexcept {
       r.radicand = e % 2 == 1 ? t.radicand : 1;
       if (std::abs(static_cast<double>(t.pi_power) * static_cast<double>(e)) > kMaxPiPower) return overflow();
       r.pi_power = t.pi_power * static_cast<int>(e);
-      Value v = finish({r}, dec, budget);
+      Value v = finish({r}, budget);
       return v;
     }
     if (e <= 16) {
@@ -317,33 +305,33 @@ Value pow(const Value& base, const Value& exponent, Budget& budget) noexcept {
       for (std::int64_t i = 1; i < e; ++i) result = mul(result, base, budget);
       return result;
     }
-    return std::isfinite(approx) ? approximate_result(approx, dec) : overflow();
+    return std::isfinite(approx) ? Value::approximate(approx) : overflow();
   }
   Rational q;
   Rational b;
   if (exponent.is_exact() && exponent.as_rational(q) && base.as_rational(b) && q.den.size == 1 &&
       q.den.low_u64() == 2 && q.num.size == 1) {
     // b^(p/2) = sqrt(b)^p
-    Value root = sqrt_rational(b, dec, budget);
+    Value root = sqrt_rational(b, budget);
     const auto p = static_cast<std::int64_t>(q.num.low_u64()) * (q.num.negative ? -1 : 1);
     return pow(root, Value::from_rational(Rational::from_int(p)), budget);
   }
   if (!std::isfinite(approx)) return overflow();
-  return approximate_result(approx, dec);
+  return Value::approximate(approx);
 }
 
 Value sqrt(const Value& a, Budget& budget) noexcept {
   if (a.kind == Exactness::kOverflow || a.infinity != 0) return overflow();
   Rational r;
-  if (a.as_rational(r)) return sqrt_rational(r, a.has_decimal, budget);
+  if (a.as_rational(r)) return sqrt_rational(r, budget);
   if (a.is_exact() && a.terms.size() == 1 && a.terms[0].radicand == 1 && a.terms[0].pi_power % 2 == 0) {
-    Value root = sqrt_rational(a.terms[0].coef, a.has_decimal, budget);
+    Value root = sqrt_rational(a.terms[0].coef, budget);
     Value pi_part = Value::from_rational(Rational::from_int(1));
     pi_part.terms[0].pi_power = a.terms[0].pi_power / 2;
-    return mul(root, finish(pi_part.terms, false, budget), budget);
+    return mul(root, finish(pi_part.terms, budget), budget);
   }
   if (a.approx < 0.0) return overflow();
-  return approximate_result(std::sqrt(a.approx), a.has_decimal);
+  return Value::approximate(std::sqrt(a.approx));
 }
 
 Value nth_root(const Value& a, const Value& n, Budget& budget) noexcept {
@@ -351,7 +339,7 @@ Value nth_root(const Value& a, const Value& n, Budget& budget) noexcept {
   if (!is_small_integer(n, k) || k < 1) return overflow();
   if (k == 1) return a;
   if (k == 2) return sqrt(a, budget);
-  if (k > 64) return a.kind == Exactness::kOverflow ? overflow() : approximate_result(std::pow(a.approx, 1.0 / static_cast<double>(k)), a.has_decimal);
+  if (k > 64) return a.kind == Exactness::kOverflow ? overflow() : Value::approximate(std::pow(a.approx, 1.0 / static_cast<double>(k)));
   if (a.kind == Exactness::kOverflow || a.infinity != 0) return overflow();
   const double x = a.approx;
   if (x < 0.0 && k % 2 == 0) return overflow();
@@ -366,34 +354,21 @@ Value nth_root(const Value& a, const Value& n, Budget& budget) noexcept {
     exact.num.negative = r.num.negative && num_root != 0;
     exact.den = BigInt::from_int(static_cast<std::int64_t>(den_root));
     Value v = Value::from_rational(exact);
-    v.has_decimal = a.has_decimal;
     return v;
   }
-  return approximate_result(root, a.has_decimal);
+  return Value::approximate(root);
 }
 
-bool numerically_equal(const Value& a, const Value& b, double rel_tol) noexcept {
-  if (a.kind == Exactness::kOverflow || b.kind == Exactness::kOverflow) return false;
+bool exactly_equal(const Value& a, const Value& b) noexcept {
+  if (a.kind != Exactness::kExact || b.kind != Exactness::kExact) return false;
   if (a.infinity != 0 || b.infinity != 0) return a.infinity == b.infinity;
-  const bool dec = a.has_decimal || b.has_decimal;
-  if (a.is_exact() && b.is_exact()) {
-    if (a.terms.size() == b.terms.size()) {
-      bool same = true;
-      for (std::size_t i = 0; i < a.terms.size() && same; ++i) {
-        const Term& x = a.terms[i];
-        const Term& y = b.terms[i];
-        same = x.radicand == y.radicand && x.pi_power == y.pi_power && x.coef == y.coef;
-      }
-      if (same) return true;
-    }
-    if (!dec) return false;
+  if (a.terms.size() != b.terms.size()) return false;
+  for (std::size_t i = 0; i < a.terms.size(); ++i) {
+    const Term& x = a.terms[i];
+    const Term& y = b.terms[i];
+    if (x.radicand != y.radicand || x.pi_power != y.pi_power || !(x.coef == y.coef)) return false;
   }
-  const double tol = dec ? std::max(rel_tol, kApproxTolerance) : kApproxTolerance;
-  const double x = a.approx;
-  const double y = b.approx;
-  if (!std::isfinite(x) || !std::isfinite(y)) return false;
-  // The 1 + 1e-12 keeps a value sitting exactly on the tolerance (1/3 vs 0.333333) from flipping on rounding.
-  return std::abs(x - y) <= tol * (1.0 + 1e-12) * std::max(std::abs(x), std::abs(y));
+  return true;
 }
 
 }  // namespace r1fast::rewards

@@ -1,7 +1,8 @@
 // A number as the verifier sees it: an exact sum of terms  coef * sqrt(radicand) * pi^k  (rational coef,
 // square-free radicand, integer k), carried together with a double approximation. Operations the exact form
 // cannot express (sqrt of a sum, sin, log, ...) keep only the approximation; operations past the size bounds mark
-// the value as overflowed, and an overflowed value is never compared numerically (so 1/2004! != 1/2006!).
+// the value as overflowed. Only exact values compare here (exactly_equal); the rest is the expression evaluator's
+// business (expr.hpp), in complex long double.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +37,6 @@ struct Value {
   std::vector<Term> terms;  // canonical: sorted by (radicand, pi_power), no zero coefficient
   double approx = 0.0;
   Exactness kind = Exactness::kExact;
-  bool has_decimal = false;  // a decimal literal (0.5, 1e-3) went into it: compared with tolerance
   int infinity = 0;          // +1 / -1 for a bare +-infinity (then terms is empty)
 
   static Value from_rational(const Rational& r) noexcept;
@@ -56,9 +56,8 @@ Value pow(const Value& base, const Value& exponent, Budget& budget) noexcept;
 Value sqrt(const Value& a, Budget& budget) noexcept;
 Value nth_root(const Value& a, const Value& n, Budget& budget) noexcept;
 
-// Numeric equality. Exact values compare exactly; when a decimal literal is involved they also match within the
-// relative tolerance `rel_tol`; approximate values match within max(rel_tol if decimal, 1e-9) relatively.
-// Overflowed values never match.
-bool numerically_equal(const Value& a, const Value& b, double rel_tol) noexcept;
+// Exact equality of two exact values (the same terms, or the same infinity); false when either is approximate or
+// overflowed.
+bool exactly_equal(const Value& a, const Value& b) noexcept;
 
 }  // namespace r1fast::rewards

@@ -50,17 +50,13 @@ TEST_CASE("values are exact sums of surd and pi terms") {
   const Value three = Value::from_rational(Rational::from_int(3));
   const Value twelve = Value::from_rational(Rational::from_int(12));
   // sqrt(12) == 2 sqrt(3)
-  CHECK(numerically_equal(sqrt(twelve, b), mul(two, sqrt(three, b), b), 0.0));
+  CHECK(exactly_equal(sqrt(twelve, b), mul(two, sqrt(three, b), b)));
   // 1 / sqrt(2) == sqrt(2) / 2
-  CHECK(numerically_equal(div(Value::from_rational(Rational::from_int(1)), sqrt(two, b), b),
-                          mul(sqrt(two, b), half, b), 0.0));
-  // pi / 2 != 1.5708 exactly, but within 1e-4 when a decimal is involved
-  Value approx = Value::from_rational(q(15708, 10000));
-  approx.has_decimal = true;
-  CHECK(!numerically_equal(mul(Value::pi(), half, b), approx, 1e-6));
-  CHECK(numerically_equal(mul(Value::pi(), half, b), approx, 1e-4));
+  CHECK(exactly_equal(div(Value::from_rational(Rational::from_int(1)), sqrt(two, b), b), mul(sqrt(two, b), half, b)));
+  // pi / 2 is not the decimal 1.5708
+  CHECK(!exactly_equal(mul(Value::pi(), half, b), Value::from_rational(q(15708, 10000))));
   // overflowed values never compare equal, even to themselves
   Value huge = pow(Value::from_rational(Rational::from_int(5)), Value::from_rational(Rational::from_int(3125)), b);
   CHECK(huge.kind == Exactness::kOverflow);
-  CHECK(!numerically_equal(huge, huge, 1e-6));
+  CHECK(!exactly_equal(huge, huge));
 }
