@@ -1,9 +1,14 @@
-"""The accuracy reward on the labelled case table tests/data/accuracy_cases.jsonl.
+"""The accuracy reward on the labelled case tables tests/data/accuracy_cases.jsonl and accuracy_adversarial.jsonl.
 
 666 cases in 19 categories, written for r1fast after reading public graders' test suites (Math-Verify, verl,
 NeMo-Skills, Qwen2.5-Math, ...) and real model outputs; 283 of them are wrong answers a grader could wrongly
 accept (near misses and reward hacks). Each line: category, gold (as a dataset holds it), completion (as a model
 writes it), expected (1 or 0: the mathematically right verdict), source.
+
+accuracy_adversarial.jsonl (812 cases, 461 wrong answers) was written independently, by an engineer who read only the
+README's semantics and other graders' test suites, to attack the reward: hedges, negations ("cannot be 5"), run-on
+completions, boxes inside expressions, qualifiers ("at least 5", "$5$ squared"), unicode signs and digits, problem
+restatements. It is held to zero false positives and a floor on the right answers it finds.
 
 A false positive (a wrong answer scored 1.0) is the defect that matters most: an RL policy finds it and farms it,
 so every expected-0 case must score 0. The few right answers the reward still misses are listed in KNOWN_MISSES with
@@ -20,8 +25,15 @@ import pytest
 
 from r1fast import rewards
 
-CASES_PATH = Path(__file__).parent / "data" / "accuracy_cases.jsonl"
-CASES = [json.loads(line) for line in CASES_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+DATA = Path(__file__).parent / "data"
+
+
+def _load(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+CASES = _load("accuracy_cases.jsonl")
+ADVERSARIAL = _load("accuracy_adversarial.jsonl")
 
 # (gold, completion) -> why the reward does not see the right answer yet.
 KNOWN_MISSES = {
@@ -86,3 +98,16 @@ def test_no_false_positive_in_one_batch():
     assert false_positives == []
     right = sum((s == 1.0) == bool(c["expected"]) for c, s in zip(CASES, scores, strict=True))
     assert right == len(CASES) - sum(_known_miss(c) is not None for c in CASES)
+
+
+def test_adversarial_table_has_no_false_positive():
+    assert len(ADVERSARIAL) >= 800 and sum(c["expected"] == 0 for c in ADVERSARIAL) >= 400
+    scores = rewards.accuracy_reward(None, [c["completion"] for c in ADVERSARIAL],
+                                     solution=[c["gold"] for c in ADVERSARIAL])
+    pairs = list(zip(ADVERSARIAL, scores, strict=True))
+    false_positives = [(c["gold"], c["completion"]) for c, s in pairs if s and not c["expected"]]
+    assert false_positives == []
+    # The right answers it misses are ambiguous on purpose (a correction after the answer, "negative 5" in words,
+    # number words, base subscripts): 19 of 351 when this was written.
+    missed = sum(1 for c, s in pairs if c["expected"] and s != 1.0)
+    assert missed <= 20, missed

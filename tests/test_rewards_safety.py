@@ -12,8 +12,8 @@ PER_SAMPLE_SECONDS = 0.05
 
 LATEX_PIECES = ["\\pm", "\\le", "<", ">", ";", " and ", " or ", "\\in", "\\approx", "|", "\\begin{pmatrix}",
                 "\\end{pmatrix}", "&", "\\\\", "\\overline{", "\\(", "\\)", "\\[", "\\]", "i", "y", "The answer is ",
-                "Therefore ", "\\boxed{", "\\frac{", "\\sqrt{", "\\sqrt[", "{", "}", "(", ")", "[", "]", "^", "_", "!", "%",
-                "\\pi", "\\infty", "\\cup", "\\{", "\\}", ",", "=", "+", "-", "*", "/", "\\cdot", "\\times",
+                "Therefore ", "\\boxed{", "\\frac{", "\\sqrt{", "\\sqrt[", "{", "}", "(", ")", "[", "]", "^", "_", "!",
+                "%", "\\pi", "\\infty", "\\cup", "\\{", "\\}", ",", "=", "+", "-", "*", "/", "\\cdot", "\\times",
                 "\\text{", "\\left(", "\\right)", "0", "1", "9", "99999", ".", "e", "x", "\\binom{", "<answer>",
                 "</answer>", "<think>", "####", "Answer:", "\\dfrac", "\\log_", "\\sin", " ", "\n", "$", "\\"]
 

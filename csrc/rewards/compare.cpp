@@ -462,6 +462,9 @@ Node relation_node(std::string_view s, int depth, Context& ctx) {
       ops.resize(keep);
       sides.resize(keep + 1);
     } else if (std::all_of(ops.begin(), ops.end(), [](Rel r) { return r == Rel::kApprox; })) {
+      // x \approx 11 states 11; \pi \approx 3 states \pi (the constant on the left is the exact value).
+      Node first = parse_node(sides.front(), depth + 1, ctx);
+      if (first.kind == Node::Kind::kScalar && first.expr.variables == 0) return first;
       std::fill(ops.begin(), ops.end(), Rel::kEq);
     } else {
       return n;
@@ -587,6 +590,7 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
     const std::vector<std::string_view> members = split_top(s.substr(2, s.size() - 4), {",", ";"});
     if (members.size() > kMaxItems) return n;
     Node set = list_node(members, Node::Kind::kList, depth, ctx);
+    set.open = '{';  // a set: never equal to a tuple of the same items
     set.text = n.text;
     return set;
   }
@@ -745,10 +749,13 @@ bool expressions_equal(const Expr& g, int g_shift, const Expr& p, int p_shift, C
 }
 
 bool scalars_equal(const Node& g, const Node& p, Context& ctx) {
-  if (expressions_equal(g.expr, 0, p.expr, 0, ctx)) return true;
-  if (g.percent == p.percent) return false;
-  // p% also equals p/100.
-  return expressions_equal(g.expr, g.percent ? -2 : 0, p.expr, p.percent ? -2 : 0, ctx);
+  if (g.percent == p.percent) return expressions_equal(g.expr, 0, p.expr, 0, ctx);
+  // p% equals p/100; and p itself, as percentages are written (12.5% for 12.5), when |p| >= 1: 0.5% is never 0.5.
+  if (expressions_equal(g.expr, g.percent ? -2 : 0, p.expr, p.percent ? -2 : 0, ctx)) return true;
+  Complex value;
+  const Expr& pct = g.percent ? g.expr : p.expr;
+  return pct.variables == 0 && evaluate_numeric(pct, 0, value) && std::abs(value) >= 1.0L &&
+         expressions_equal(g.expr, 0, p.expr, 0, ctx);
 }
 
 // ----------------------------------------------------------------------------------------- structures
@@ -948,15 +955,23 @@ bool nodes_equal(const Node& g, const Node& p, Context& ctx) {
   }
   if (single_letters_equal_ignoring_case(g.text, p.text)) return true;  // multiple choice: (a) is (A)
   using K = Node::Kind;
-  // A predicted equation states a value through its last right-hand side (2 + 3 = 5, x = 5).
-  if (is_equation(p) && g.kind != K::kRelation && g.kind != K::kList) return nodes_equal(g, p.items.back(), ctx);
+  // A predicted equation states a value through its last side when its left names it (x = 5, AB = 5) or is a true
+  // statement about numbers (2 + 3 = 5); never an equation to solve (2x + 3 = 7 is not 7) nor a false one (5 = 6).
+  if (is_equation(p) && g.kind != K::kRelation && g.kind != K::kList) {
+    const Node& lhs = p.items.front();
+    const bool names = is_symbol_name(lhs) || is_tuple_assignment(p);
+    const bool true_statement = lhs.kind == K::kScalar && lhs.expr.variables == 0 && p.items.size() == 2 &&
+                                nodes_equal(lhs, p.items.back(), ctx);
+    return (names || true_statement) && nodes_equal(g, p.items.back(), ctx);
+  }
   // A gold assignment x = 3 also accepts the bare value; never the right side of any other equation.
   if (is_assignment(g) && p.kind != K::kRelation && p.kind != K::kList) return nodes_equal(g.items.back(), p, ctx);
   if (decimal_comma_equal(g, p, ctx) || decimal_comma_equal(p, g, ctx)) return true;
   if (g.kind == K::kList || p.kind == K::kList) {
     // A tuple also matches the same items written as a bare list, in order: (1, 2) and 1, 2.
-    if (g.kind == K::kTuple && g.open == '(' && p.kind == K::kList && p.open != 'u') return ordered_items_equal(g, p, ctx);
-    if (p.kind == K::kTuple && p.open == '(' && g.kind == K::kList && g.open != 'u') return ordered_items_equal(g, p, ctx);
+    const auto bare = [](const Node& l) { return l.open == 0 || l.open == 's'; };
+    if (g.kind == K::kTuple && g.open == '(' && p.kind == K::kList && bare(p)) return ordered_items_equal(g, p, ctx);
+    if (p.kind == K::kTuple && p.open == '(' && g.kind == K::kList && bare(g)) return ordered_items_equal(g, p, ctx);
     if (g.open == 'u' || p.open == 'u') {  // a union of intervals: only as intervals
       Node gi;
       Node pi;

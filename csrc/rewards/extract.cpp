@@ -86,6 +86,138 @@ std::size_t rfind_fast(std::string_view hay, std::string_view needle) noexcept {
   return found;
 }
 
+bool one_of(std::string_view word, std::initializer_list<std::string_view> words) noexcept {
+  for (std::string_view w : words) {
+    if (word.size() == w.size() && starts_nocase(word, 0, w)) return true;
+  }
+  return false;
+}
+
+// Whether `text` has one of `words` as a whole word (case-free), or a contraction in n't.
+bool has_word_in(std::string_view text, std::initializer_list<std::string_view> words) noexcept {
+  for (std::size_t k = 0; k < text.size();) {
+    if (!is_letter(text[k])) {
+      if (text[k] == '\'' && k > 0 && text[k - 1] == 'n' && k + 1 < text.size() && text[k + 1] == 't') return true;
+      ++k;
+      continue;
+    }
+    std::size_t e = k;
+    while (e < text.size() && is_letter(text[e])) ++e;
+    const bool command = k > 0 && text[k - 1] == '\\';
+    const bool capitals = e - k > 1 && text[k + 1] >= 'A' && text[k + 1] <= 'Z';  // NO, AB: names of points
+    if (!command && !capitals && one_of(text.substr(k, e - k), words)) return true;
+    k = e;
+  }
+  return false;
+}
+
+// A sentence that denies or doubts the value it names: "cannot be 5", "I guessed 5, but that is wrong".
+bool negated(std::string_view sentence) noexcept {
+  return has_word_in(sentence, {"not", "no", "never", "cannot", "wrong", "incorrect", "except", "unless", "unlikely",
+                                "impossible", "false", "naive", "mistake", "mistaken", "neither", "nor", "instead",
+                                "anything"});
+}
+
+// Whether the two words before the first number of `s`, or the word after it, bound, scale or transform it:
+// "at least 5", "a multiple of 5", "5 times 3", "negative 5" (but not "the measurement of it increases by 100%").
+bool qualified_number(std::string_view s) noexcept {
+  std::size_t k = 0;
+  while (k < s.size() && !is_digit(s[k])) ++k;
+  if (k == s.size()) return false;
+  std::size_t e = k;
+  while (e < s.size() && (is_digit(s[e]) || s[e] == '.' || s[e] == ',')) ++e;
+  std::size_t a = k;
+  for (int word = 0; word < 2; ++word) {
+    while (a > 0 && !is_letter(s[a - 1]) && s[a - 1] != '\n') --a;
+    const std::size_t b = a;
+    while (a > 0 && is_letter(s[a - 1])) --a;
+    if (one_of(s.substr(a, b - a), {"least", "most", "than", "multiple", "divisible", "factor", "between", "negative",
+                                    "minus", "twice", "thrice", "root", "reciprocal", "not", "except", "exceeds",
+                                    "exceed", "square", "power", "from", "if", "maybe", "perhaps", "either"})) {
+      return true;
+    }
+  }
+  while (e < s.size() && s[e] == ' ') ++e;
+  std::size_t f = e;
+  while (f < s.size() && is_letter(s[f])) ++f;
+  // (thousand, million, billion stay: the normalisation reads 5 thousand as 5000)
+  return one_of(s.substr(e, f - e), {"times", "squared", "cubed", "dozen", "factorial", "less", "more", "minus",
+                                     "plus", "to", "or"});
+}
+
+// A sentence that bounds or transforms the value it names: "at least 5", "5 times 3", "the square root of 25".
+bool qualified(std::string_view sentence) noexcept {
+  return has_word_in(sentence, {"least", "most", "than", "exceed", "exceeds", "multiple", "divisible", "factor",
+                                "between", "negative", "minus", "twice", "thrice", "half", "square", "root", "reciprocal",
+                                "times", "squared", "cubed", "less", "more", "greater", "fewer", "if", "either",
+                                "maybe", "perhaps", "possibly", "alternatively", "thousand", "hundred", "million",
+                                "dozen", "factorial", "inverse", "to", "from", "of", "except"});
+}
+
+// Text after an answer that takes it back or offers another: "Wait, actually the answer is 7", "Alternatively 7".
+bool hedged_after(std::string_view tail) noexcept {
+  tail = tail.substr(0, 300);  // a correction comes right after the answer, not in a closing note
+  if (!has_word_in(tail, {"wait", "actually", "alternatively", "instead", "maybe", "perhaps", "mistake", "wrong",
+                          "incorrect", "recomputing", "correction", "rechecking"})) {
+    return false;
+  }
+  for (char c : tail) {
+    if (is_digit(c)) return true;  // another value is offered
+  }
+  return false;
+}
+
+// The sentence around s[from, to): back to the previous sentence end, on to the next (each at most 300 bytes).
+std::string_view sentence_around(std::string_view s, std::size_t from, std::size_t to) noexcept {
+  std::size_t a = from;
+  while (a > 0 && from - a < 300) {
+    const char c = s[a - 1];
+    if (c == '\n' || ((c == '.' || c == '!' || c == '?') && a < s.size() && is_space(s[a]))) break;
+    --a;
+  }
+  std::size_t b = to;
+  while (b < s.size() && b - to < 300) {
+    const char c = s[b];
+    if (c == '\n' || ((c == '.' || c == '!' || c == '?') && (b + 1 == s.size() || is_space(s[b + 1])))) break;
+    ++b;
+  }
+  return s.substr(a, b - a);
+}
+
+// Whether the word right before s[start] or right after s[end] bounds, scales or negates the value between them:
+// "negative $5$", "at least \boxed{5}", "$5$ squared", "\boxed{5} thousand".
+bool qualified_by_neighbours(std::string_view s, std::size_t start, std::size_t end) noexcept {
+  std::size_t a = start;
+  while (a > 0 && (s[a - 1] == ' ' || s[a - 1] == '$')) --a;
+  std::size_t b = a;
+  while (b > 0 && is_letter(s[b - 1])) --b;
+  if (one_of(s.substr(b, a - b), {"negative", "minus", "twice", "thrice", "least", "most", "than", "not", "except",
+                                  "exceeds", "below", "above", "over", "under"})) {
+    return true;
+  }
+  std::size_t c = end;
+  while (c < s.size() && (s[c] == ' ' || s[c] == '$')) ++c;
+  std::size_t d = c;
+  while (d < s.size() && is_letter(s[d])) ++d;
+  return one_of(s.substr(c, d - c), {"squared", "cubed", "thousand", "thousands", "hundred", "hundreds", "million",
+                                     "millions", "billion", "dozen", "dozens", "factorial", "times", "less", "more",
+                                     "or", "to", "minus", "plus"});
+}
+
+// A question or an instruction, not a statement of a result: "How many ...?", "Find the number of ...".
+bool asks(std::string_view sentence) noexcept {
+  sentence = trim(sentence);
+  if (!sentence.empty() && sentence.back() == '?') return true;
+  std::size_t e = 0;
+  while (e < sentence.size() && is_letter(sentence[e])) ++e;
+  const std::string_view first = sentence.substr(0, e);
+  if (one_of(first, {"find", "compute", "calculate", "determine", "evaluate", "solve", "show", "prove", "problem",
+                     "question", "given", "suppose", "let", "how", "what", "which", "consider"})) {
+    return true;
+  }
+  return has_word_in(sentence.substr(0, 40), {"asked", "need"});
+}
+
 struct Box {
   std::size_t start = 0;  // the backslash of \boxed
   std::size_t end = 0;    // one past the closing brace (or the token of \boxed 5)
@@ -194,17 +326,72 @@ bool only_glue(std::string_view glue) noexcept {
   return true;
 }
 
-// The boxes of the final answer: the last one and those right before it that only glue separates from it, last
-// first.
-bool final_boxes(std::string_view s, std::vector<std::string_view>& contents) {
-  Box box;
+// The last box, or the box that encloses it (\boxed{4 \boxed{5}} is 4 \boxed{5}, not 5).
+bool outermost_last_box(std::string_view s, Box& box) noexcept {
   if (!last_box(s, s.size(), box)) return false;
-  contents.assign(1, box.content);
-  std::size_t start = box.start;
+  for (int depth = 0; depth < 4; ++depth) {
+    Box outer;
+    if (box.start == 0 || !last_box(s, box.start, outer) || outer.end < box.end) break;
+    box = outer;
+  }
+  return true;
+}
+
+// Whether the box is an operand of a larger expression ($1\boxed{5}$, $-\boxed{5}$, \boxed{5}^2,
+// \boxed{5}\text{ thousand}): then the box alone is not the answer.
+bool attached(std::string_view s, const Box& box) noexcept {
+  if (box.start > 0) {
+    const char c = s[box.start - 1];
+    const bool bold = c == '*' && box.start > 1 && s[box.start - 2] == '*';
+    if (is_digit(c) || is_letter(c) || c == ')' || c == ']' || c == '!' || c == '|' || (c == '*' && !bold)) return true;
+    std::size_t p = box.start;
+    while (p > 0 && s[p - 1] == ' ') --p;
+    if (p > 0 && (s[p - 1] == '-' || s[p - 1] == '+' || s[p - 1] == '/' || s[p - 1] == '^' || s[p - 1] == '_')) {
+      return true;
+    }
+    if (p > 1 && s[p - 1] == '{' && (s[p - 2] == '^' || s[p - 2] == '_')) return true;
+    for (std::string_view op : {"\\times", "\\cdot", "\\div", "\\pm", "\\mp", "\\frac", "\\sqrt"}) {
+      if (p >= op.size() && s.substr(p - op.size(), op.size()) == op) return true;
+    }
+  }
+  std::size_t k = box.end;
+  while (k < s.size() && s[k] == ' ') ++k;
+  if (k >= s.size()) return false;
+  const char c = s[k];
+  if ((k == box.end && (is_digit(c) || c == '(' || c == '[')) || c == '^' || c == '_' || c == '!' ||
+      (c == '*' && !(k + 1 < s.size() && s[k + 1] == '*'))) {
+    return true;
+  }
+  if (c != '\\') return false;
+  std::size_t e = k + 1;
+  while (e < s.size() && is_letter(s[e])) ++e;
+  const std::string_view name = s.substr(k + 1, e - k - 1);
+  if (one_of(name, {"times", "cdot", "div", "pm", "mp", "frac", "sqrt", "boxed"})) return true;
+  if (one_of(name, {"text", "mathrm", "textbf", "mbox", "textrm", "hbox"}) && e < s.size() && s[e] == '{') {
+    const std::size_t close = s.find('}', e);
+    return close == std::string_view::npos || !is_unit_text(s.substr(e + 1, close - e - 1));
+  }
+  return false;
+}
+
+// The boxes of the final answer, last first: the last (outermost) box, the boxes right before it that only glue
+// separates from it, and any other box of the same sentence ("\boxed{2}, although it could also be \boxed{3}":
+// a hedge, so a list). False when there is no box; `attached_box` set when the last box is part of an expression.
+bool final_boxes(std::string_view s, std::vector<std::string_view>& contents, Box& last, bool& attached_box) {
+  if (!outermost_last_box(s, last)) return false;
+  attached_box = attached(s, last);
+  contents.assign(1, last.content);
+  std::size_t start = last.start;
+  bool glued = true;
   while (static_cast<int>(contents.size()) < kMaxBoxes) {
     Box before;
     if (start == 0 || !last_box(s, start, before) || before.end > start) break;
-    if (!only_glue(s.substr(before.end, start - before.end))) break;
+    const std::string_view between = s.substr(before.end, start - before.end);
+    glued = glued && only_glue(between);
+    const bool same_sentence = between.size() < 160 && between.find('\n') == std::string_view::npos &&
+                               between.find(". ") == std::string_view::npos &&
+                               !has_word_in(between, {"finally", "therefore", "thus", "hence", "so", "then"});
+    if (!glued && !same_sentence) break;
     contents.push_back(before.content);
     start = before.start;
   }
@@ -277,7 +464,7 @@ struct Span {
 
 // The last complete math span in s, scanning forward so that $ pairs open and close in order, with the spans right
 // before it that only glue separates from it ($1$ and $2$ and $3$), first to last.
-bool last_math(std::string_view s, std::vector<std::string_view>& contents, std::size_t& end) {
+bool last_math(std::string_view s, std::vector<std::string_view>& contents, std::size_t& start, std::size_t& end) {
   std::vector<Span> run;
   const LastClosers closers(s);
   std::size_t i = 0;
@@ -305,6 +492,7 @@ bool last_math(std::string_view s, std::vector<std::string_view>& contents, std:
   }
   contents.clear();
   for (const Span& sp : run) contents.push_back(sp.content);
+  start = run.empty() ? 0 : run.front().start;
   end = run.empty() ? 0 : run.back().end;
   return !contents.empty();
 }
@@ -362,13 +550,6 @@ std::size_t sentence_end(std::string_view s) noexcept {
     if ((c == '.' || c == '!' || c == '?') && (k + 1 == s.size() || is_space(s[k + 1]))) return k;
   }
   return s.size();
-}
-
-bool one_of(std::string_view word, std::initializer_list<std::string_view> words) noexcept {
-  for (std::string_view w : words) {
-    if (word.size() == w.size() && starts_nocase(word, 0, w)) return true;
-  }
-  return false;
 }
 
 // Words that carry no value before an answer: "the answer is therefore 5", "the answer is option (B)".
@@ -446,20 +627,17 @@ std::string_view strip_punctuation(std::string_view s) noexcept {
 // The one number of a sentence in words ("Jane started growing Sphere 3 hours ago" -> "3"); false when there is
 // none, more than one, or math beside it.
 bool only_number(std::string_view s, std::string_view& number) noexcept {
-  // "the answer is not 5": a negated sentence states no value.
-  for (std::string_view negation : {"not", "n't", "never", "no", "neither", "nor", "cannot", "isn", "wrong"}) {
-    for (std::size_t at = s.find(negation); at != std::string_view::npos; at = s.find(negation, at + 1)) {
-      const bool starts = at == 0 || !is_letter(s[at - 1]) || negation == "n't";
-      const bool ends = at + negation.size() >= s.size() || !is_letter(s[at + negation.size()]);
-      if (starts && ends) return false;
-    }
-  }
+  if (negated(s) || qualified_number(s)) return false;  // "not 5", "at least 5", "a multiple of 5": no value
   int count = 0;
   for (std::size_t k = 0; k < s.size(); ++k) {
     const char c = s[k];
     if (c == '$' || c == '\\' || c == '=' || c == '+' || c == '/' || c == '^') return false;
     if (!is_digit(c)) continue;
-    if (k > 0 && (is_letter(s[k - 1]) || s[k - 1] == '-')) return false;  // x2, -3: not a plain number in words
+    std::size_t p = k;
+    while (p > 0 && s[p - 1] == ' ') --p;
+    // x2, -3, −3 (a minus sign or dash, maybe spaced): not a plain number in words
+    if (k > 0 && (is_letter(s[k - 1]) || s[k - 1] == '-' || static_cast<unsigned char>(s[k - 1]) >= 0x80)) return false;
+    if (p > 0 && (s[p - 1] == '-' || static_cast<unsigned char>(s[p - 1]) >= 0x80)) return false;
     std::size_t e = k;
     while (e < s.size() && (is_digit(s[e]) || (s[e] == '.' && e + 1 < s.size() && is_digit(s[e + 1])))) ++e;
     if (e < s.size() && (is_letter(s[e]) || s[e] == ',')) return false;
@@ -554,16 +732,90 @@ std::string_view clean(std::string_view s) noexcept {
   return s;
 }
 
+// A value (a digit or math), not words alone: a later "answer is" overrides a box only when it states one.
+bool states_value(std::string_view answer) noexcept {
+  for (char c : answer) {
+    if (is_digit(c) || c == '\\' || c == '$') return true;
+  }
+  return false;
+}
+
+// The answer named by the last "answer is" / "answer:" marker at `marker` (`skip` bytes long); "" with `vetoed` set
+// when the sentence denies, bounds or transforms its value (then nothing else in the region counts either).
+std::string marked_answer(std::string_view s, std::size_t marker, std::size_t skip, bool& vetoed) {
+  vetoed = true;
+  std::string_view rest = trim(s.substr(marker + skip));
+  while (!rest.empty() && (rest[0] == ':' || rest[0] == '*')) rest = trim(rest.substr(1));
+  std::string_view sentence = rest.substr(0, sentence_end(rest));
+  const bool has_value = states_value(sentence);
+  if (has_value && negated(sentence)) return {};
+  sentence = after_last_is(sentence);
+  vetoed = false;
+  const auto veto = [&]() {
+    vetoed = true;
+    return std::string();
+  };
+  // The first math span, when only filler words come before it; with the spans right after it that only glue
+  // separates from it ($12$ and $13$); and nothing after them but unit words ($12$ dollars, not $5$ times $3$).
+  for (std::size_t k = 0; k < sentence.size() && k <= 40; ++k) {
+    if (sentence[k] != '$' && sentence[k] != '\\') continue;
+    std::string_view span;
+    std::size_t after = 0;
+    if (!math_span_at(sentence, k, span, after) || trim(span).empty()) break;
+    std::string_view prefix = trim(sentence.substr(0, k));
+    while (!prefix.empty()) {
+      const std::string_view w = leading_word(prefix);
+      if (w.empty() || !filler_word(w)) break;
+      prefix = trim(prefix.substr(w.size()));
+    }
+    if (!prefix.empty()) return veto();  // "negative $5$", "the square root of $25$"
+    std::string out(clean(span));
+    for (int more = 0; more < kMaxBoxes; ++more) {
+      std::size_t next = after;
+      while (next < sentence.size() && sentence[next] != '$' && sentence[next] != '\\') ++next;
+      std::string_view next_span;
+      std::size_t next_after = 0;
+      if (next >= sentence.size() || !only_glue(sentence.substr(after, next - after)) ||
+          !math_span_at(sentence, next, next_span, next_after)) {
+        break;
+      }
+      out += ", ";
+      out.append(clean(next_span));
+      after = next_after;
+    }
+    const std::string_view suffix = strip_punctuation(sentence.substr(after));
+    if (!suffix.empty() && (qualified(suffix) || !is_unit_text(suffix))) return veto();  // "$5$ squared"
+    return out;
+  }
+  const std::string_view answer = clean(sentence);
+  if (has_value && qualified_number(answer)) return veto();
+  std::string_view number;
+  if (!answer.empty() && !is_digit(answer[0]) && only_number(answer, number)) return std::string(number);
+  return std::string(answer);
+}
+
 // The answer of a region (the <answer> block or the whole text) by the priorities in extract.hpp.
 std::string region_answer(std::string_view s) {
-  std::vector<std::string_view> boxes;
-  Box last;
   std::size_t skip = 0;
   const std::size_t marker = last_answer_marker(s, skip);
-  // A box wins over the markers, unless a "final answer is" comes after it (a corrected final statement).
-  const bool final_after_box = marker != std::string_view::npos && last_box(s, s.size(), last) &&
-                               marker > last.end && marker >= 6 && starts_nocase(s, marker - 6, "final ");
-  if (!final_after_box && final_boxes(s, boxes)) {
+  std::vector<std::string_view> boxes;
+  Box last;
+  bool attached_box = false;
+  if (final_boxes(s, boxes, last, attached_box)) {
+    // A later "answer is 7" corrects a box: "\boxed{5}. Wait, actually the answer is 7."
+    if (marker != std::string_view::npos && marker > last.end) {
+      bool vetoed = false;
+      std::string corrected = marked_answer(s, marker, skip, vetoed);
+      if (vetoed) return {};
+      if (states_value(corrected)) return hedged_after(s.substr(marker + skip + corrected.size())) ? "" : corrected;
+    }
+    if (attached_box || qualified_by_neighbours(s, last.start, last.end)) return {};
+    // A box in a sentence that denies it ("cannot be \boxed{5}"), or followed by another value ("Alternatively
+    // \boxed{7}" is a box of its own; "Wait, it is 7"): no answer.
+    const std::string_view around = sentence_around(s, last.start, last.end);
+    const auto box_at = static_cast<std::size_t>(s.substr(0, last.start).size()) - static_cast<std::size_t>(around.data() - s.data());
+    if (negated(around.substr(0, box_at)) || negated(around.substr(box_at + (last.end - last.start)))) return {};
+    if (hedged_after(s.substr(last.end))) return {};
     std::string out;
     for (std::size_t k = boxes.size(); k-- > 0;) {
       if (!out.empty()) out += ", ";
@@ -579,52 +831,33 @@ std::string region_answer(std::string_view s) {
     if (!rest.empty()) return std::string(rest);
   }
   if (marker != std::string_view::npos) {
-    std::string_view rest = trim(s.substr(marker + skip));
-    while (!rest.empty() && (rest[0] == ':' || rest[0] == '*')) rest = trim(rest.substr(1));
-    std::string_view sentence = rest.substr(0, sentence_end(rest));
-    sentence = after_last_is(sentence);
-    // The first math span of the sentence when only a few words come before it, with the spans right after it
-    // that only glue separates from it ($12$ and $13$).
-    for (std::size_t k = 0; k < sentence.size() && k <= 40; ++k) {
-      if (sentence[k] != '$' && sentence[k] != '\\') continue;
-      std::string_view span;
-      std::size_t after = 0;
-      if (math_span_at(sentence, k, span, after) && !trim(span).empty()) {
-        std::string out(clean(span));
-        for (int more = 0; more < kMaxBoxes; ++more) {
-          std::size_t next = after;
-          while (next < sentence.size() && sentence[next] != '$' && sentence[next] != '\\') ++next;
-          std::string_view next_span;
-          std::size_t next_after = 0;
-          if (next >= sentence.size() || !only_glue(sentence.substr(after, next - after)) ||
-              !math_span_at(sentence, next, next_span, next_after)) {
-            break;
-          }
-          out += ", ";
-          out.append(clean(next_span));
-          after = next_after;
-        }
-        return out;
-      }
-      if (sentence[k] == '\\') break;
-    }
-    const std::string_view answer = clean(sentence);
-    std::string_view number;
-    if (!answer.empty() && !is_digit(answer[0]) && only_number(answer, number)) return std::string(number);
-    if (!answer.empty()) return std::string(answer);
+    bool vetoed = false;
+    std::string answer = marked_answer(s, marker, skip, vetoed);
+    if (vetoed) return {};
+    const std::size_t sentence_stop = marker + skip + sentence_end(s.substr(marker + skip));
+    if (!answer.empty() && hedged_after(s.substr(std::min(s.size(), sentence_stop)))) return {};
+    if (!answer.empty()) return answer;
   }
   std::vector<std::string_view> spans;
   std::size_t math_end = 0;
-  const bool have_math = last_math(s, spans, math_end);
+  std::size_t math_start = 0;
+  const bool have_math = last_math(s, spans, math_start, math_end);
   // A concluding sentence after the last math ("Therefore, the probability is 2/3."): the one value it states.
   std::string_view conclusion;
   if (concluding_sentence(s, math_end, conclusion)) {
+    if (states_value(conclusion) && (negated(conclusion) || qualified_number(after_last_is(conclusion)))) return {};
     std::string_view value = clean(after_last_is(conclusion));
     std::string_view number;
     if (!value.empty() && !has_space_separated_words(value)) return std::string(value);
     if (only_number(conclusion, number)) return std::string(number);
   }
   if (have_math) {
+    // Not a number from the problem restated, a question, or a sentence that takes it back.
+    const std::string_view sentence = sentence_around(s, math_start, math_end);
+    if (asks(sentence) || negated(sentence) || hedged_after(s.substr(math_end)) ||
+        qualified_by_neighbours(s, math_start, math_end)) {
+      return {};
+    }
     std::string out;
     for (std::string_view span : spans) {
       const std::string_view answer = clean(span);
@@ -632,6 +865,7 @@ std::string region_answer(std::string_view s) {
       if (!out.empty()) out += ", ";
       out.append(answer);
     }
+    if (!out.empty() && spans.size() == 1 && starts_nocase(trim(s.substr(math_end)), 0, "percent")) out += "\\%";
     if (!out.empty()) return out;
   }
   const std::string_view whole = trim(s);
@@ -642,10 +876,15 @@ std::string region_answer(std::string_view s) {
   }
   const std::size_t dollar = whole.find('$');
   if (dollar != std::string_view::npos && whole.find('$', dollar + 1) != std::string_view::npos) return {};
-  // A last line that is a choice ("B) 12" after the working).
+  // A last line that is a choice ("B) 12" after the working), unless the lines are the list of options.
   const std::size_t last_nl = whole.rfind('\n');
   std::string_view letter;
   if (last_nl != std::string_view::npos && choice_letter(trim(whole.substr(last_nl + 1)), letter)) {
+    const std::size_t prev_nl = whole.rfind('\n', last_nl - 1);
+    const std::string_view prev_line =
+        trim(whole.substr(prev_nl == std::string_view::npos ? 0 : prev_nl + 1, last_nl - (prev_nl == std::string_view::npos ? 0 : prev_nl + 1)));
+    std::string_view other;
+    if (last_nl > 0 && choice_letter(prev_line, other)) return {};
     return std::string(letter);
   }
   if (last_nl != std::string_view::npos) return std::string(clean(whole));
@@ -663,26 +902,100 @@ std::string_view tail_of(std::string_view region) noexcept {
   return nl == std::string_view::npos ? tail : tail.substr(nl + 1);
 }
 
+// Calls visit(i) for the positions i of byte c in s, first first, until visit returns true: memchr while hits are
+// sparse, a plain loop once they come densely (a megabyte of ':'), so the cost stays linear with a small constant.
+template <class Visit>
+void scan_forward(std::string_view s, char c, Visit visit) noexcept {
+  std::size_t from = 0;
+  int dense = 0;
+  while (from < s.size() && dense < 64) {
+    const void* hit = memchr(s.data() + from, c, s.size() - from);
+    if (hit == nullptr) return;
+    const auto i = static_cast<std::size_t>(static_cast<const char*>(hit) - s.data());
+    if (visit(i)) return;
+    dense = i - from < 16 ? dense + 1 : 0;
+    from = i + 1;
+  }
+  for (std::size_t i = from; i < s.size(); ++i) {
+    if (s[i] == c && visit(i)) return;
+  }
+}
+
+// The text up to where a model ran on into another turn or problem (a chat template token, "\n\nProblem:"): what
+// follows answers another question.
+std::string_view before_run_on(std::string_view text) noexcept {
+  std::size_t cut = text.size();
+  scan_forward(text, '|', [&](std::size_t i) {
+    if (i == 0 || text[i - 1] != '<' || i + 1 >= text.size()) return false;
+    // Two bytes tell which token it may be, so a megabyte of near misses stays cheap.
+    const char next = text[i + 1];
+    const char third = i + 2 < text.size() ? text[i + 2] : '\0';
+    bool hit = false;
+    if (next == 'i' && third == 'm') {
+      hit = starts_at(text, i - 1, "<|im_start|>") || starts_at(text, i - 1, "<|im_end|>");
+    } else if (next == 'e' && (third == 'n' || third == 'o')) {
+      hit = starts_at(text, i - 1, "<|endoftext|>") || starts_at(text, i - 1, "<|eot_id|>") ||
+            starts_at(text, i - 1, "<|end|>");
+    }
+    if (hit) cut = i - 1;
+    return hit;
+  });
+  // "\n\nProblem:", "\n\nQuestion:", "\nHuman:", "\nUser:": the byte before the ':' tells which it may be.
+  const auto turn = [&](std::size_t at, std::string_view word, std::size_t newlines) {
+    const std::size_t need = word.size() + newlines;
+    if (at < need || !starts_at(text, at - word.size(), word)) return false;
+    for (std::size_t k = 1; k <= newlines; ++k) {
+      if (text[at - word.size() - k] != '\n') return false;
+    }
+    cut = at - need;
+    return true;
+  };
+  scan_forward(text.substr(0, cut), ':', [&](std::size_t at) {
+    switch (at == 0 ? '\0' : text[at - 1]) {
+      case 'm': return turn(at, "Problem", 2);
+      case 'n': return turn(at, "Question", 2) || turn(at, "Human", 1);
+      case 'r': return turn(at, "User", 1);
+      default: return false;
+    }
+  });
+  return text.substr(0, cut);
+}
+
 std::string extract_answer(std::string_view text) {
-  // The last <answer>, </think> and <think> in one backward pass over the '<' bytes (it stops at an <answer>).
+  text = before_run_on(text);
+  // The last two <answer> tags, and the last </think> and <think>, in one backward pass over the '<' bytes.
   constexpr std::size_t npos = std::string_view::npos;
   std::size_t answer_open = npos;
+  std::size_t earlier_answer = npos;  // another <answer> after the reasoning: two answers
   std::size_t think_end = npos;
   std::size_t think_open = npos;
   scan_back(text, '<', [&](std::size_t i) {
     const char next = i + 1 < text.size() ? text[i + 1] : '\0';  // one byte tells which tag it may be
     if (next == 'a' && starts_at(text, i, "<answer>")) {
+      if (answer_open != npos) {
+        earlier_answer = i;
+        return true;
+      }
       answer_open = i;
-      return true;
+      return false;
     }
-    if (next == '/' && think_end == npos && starts_at(text, i, "</think>")) think_end = i;
+    if (next == '/' && think_end == npos && starts_at(text, i, "</think>")) {
+      think_end = i;
+      if (answer_open != npos) return true;  // an <answer> inside the reasoning is a draft
+    }
     if (next == 't' && think_open == npos && starts_at(text, i, "<think>")) think_open = i;
     return false;
   });
-  if (answer_open != npos) {
-    const std::size_t from = answer_open + 8;
+  const auto block = [&](std::size_t open) {
+    const std::size_t from = open + 8;
     const std::size_t close = text.find("</answer>", from);
     return region_answer(tail_of(close == npos ? text.substr(from) : text.substr(from, close - from)));
+  };
+  if (answer_open != npos) {
+    std::string answer = block(answer_open);
+    if (earlier_answer == npos || answer.empty()) return answer;
+    std::string earlier = block(earlier_answer);
+    return earlier.empty() || earlier == answer ? answer : earlier + ", " + answer;  // two answers: a list
   }
   // Without an <answer> block the answer follows the reasoning: nothing inside <think> counts, and an unclosed
   // <think> (a truncated completion) has no answer at all.

@@ -68,13 +68,56 @@ bool trailing(std::string_view s, std::size_t i) noexcept {
          s.compare(i, 5, "\\quad") == 0;
 }
 
+}  // namespace
+
+bool is_unit_text(std::string_view text) noexcept {
+  // Words that change or qualify a value are never units: 5\text{ thousand}, 5\text{ squared}, 5\text{ or 6}.
+  static constexpr std::string_view kNotUnits[] = {
+      "thousand", "thousands", "million", "millions", "billion", "billions", "trillion", "hundred", "hundreds",
+      "hundredth", "hundredths", "thousandth", "thousandths", "dozen", "dozens", "squared", "cubed", "factorial",
+      "inverse", "half", "halves", "quarter", "quarters", "third", "thirds", "grand", "lakh", "crore", "bn", "mn",
+      "or", "and", "but", "maybe", "is", "are", "not", "no", "yes", "wrong", "incorrect", "correct", "times", "plus",
+      "minus", "negative", "positive", "below", "above", "zero", "percent", "percentage", "of", "if", "than", "more",
+      "less", "at", "least", "most", "over", "under", "the", "answer", "approximately", "about", "roughly"};
+  static constexpr std::string_view kOneLetterUnits = "mgshlLJNWV";  // metres, grams, seconds, hours, ...
+  std::size_t words = 0;
+  std::size_t k = 0;
+  const auto gap = [](char ch) { return is_space(ch) || ch == '~'; };  // ~ is a LaTeX space: \mathrm{~cm}
+  while (k < text.size() && gap(text[k])) ++k;
+  if (k == text.size() || text.size() > 32) return false;
+  while (k < text.size()) {
+    std::size_t e = k;
+    while (e < text.size() && !gap(text[e])) ++e;
+    const std::string_view word = text.substr(k, e - k);
+    ++words;
+    std::size_t letters = 0;
+    for (char ch : word) {
+      if (is_letter(ch)) ++letters;
+      else if (ch != '/' && ch != '.' && ch != '^' && !(is_digit(ch) && letters > 0)) return false;
+    }
+    if (letters == 0 || words > 3) return false;
+    if (word.size() == 1 && kOneLetterUnits.find(word[0]) == std::string_view::npos) return false;
+    std::string lowered;
+    for (char ch : word) lowered.push_back(static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch));
+    for (std::string_view bad : kNotUnits) {
+      if (lowered == bad) return false;
+    }
+    k = e;
+    while (k < text.size() && gap(text[k])) ++k;
+  }
+  return true;
+}
+
+namespace {
+
 // "million" after a number: appends the power of ten it stands for (2.5 million = 2.5 \cdot 10^{6}).
 bool scale_word(std::string_view word, std::string& out) {
   struct Scale {
     std::string_view word;
     std::string_view power;
   };
-  static constexpr Scale kScales[] = {{"thousand", "3"}, {"million", "6"}, {"billion", "9"}, {"trillion", "12"}};
+  static constexpr Scale kScales[] = {
+      {"hundred", "2"}, {"thousand", "3"}, {"million", "6"}, {"billion", "9"}, {"trillion", "12"}};
   const char before = last_visible(out);
   if (!is_digit(before)) return false;
   for (const Scale& sc : kScales) {
@@ -94,7 +137,14 @@ struct Replacement {
 };
 
 // Unicode spellings of operators and constants (UTF-8 bytes).
-constexpr std::array<Replacement, 23> kUnicode = {{
+constexpr std::array<Replacement, 30> kUnicode = {{
+    {"\xe2\x80\x93", "-"},          // en dash, written for a minus
+    {"\xe2\x80\x8b", ""},           // zero-width space
+    {"\xe2\x80\x8c", ""},           // zero-width non-joiner
+    {"\xe2\x80\xaf", " "},          // narrow no-break space (1 000)
+    {"\xc2\xbd", "\\frac{1}{2}"},    // vulgar fraction one half
+    {"\xc2\xbc", "\\frac{1}{4}"},    // one quarter
+    {"\xc2\xbe", "\\frac{3}{4}"},    // three quarters
     {"\xc2\xb2", "^2 "},            // superscript two (m², x²)
     {"\xc2\xb3", "^3 "},            // superscript three
     {"\xe2\x82\xac", " "},          // euro sign: currency is not part of the value
@@ -173,7 +223,11 @@ std::string normalize_answer(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   std::size_t i = 0;
+  std::size_t text_ends_at = std::string::npos;  // where the last kept \text{..} group ended in `out`
   while (i < s.size()) {
+    // Whether the last visible thing written is a \text group: a word after a word is no unit (\text{C}\text{A}).
+    const bool last_was_text = text_ends_at != std::string::npos && out.find_first_not_of(' ', text_ends_at) ==
+                                                                        std::string::npos;
     const char c = s[i];
     if (c == '$') {
       ++i;
@@ -191,6 +245,19 @@ std::string normalize_answer(std::string_view s) {
       continue;
     }
     if (static_cast<unsigned char>(c) >= 0x80) {
+      // Full-width digits (U+FF10..FF19, EF BC 90..99) and Arabic-Indic digits (U+0660..0669, D9 A0..A9).
+      if (i + 2 < s.size() && c == '\xef' && s[i + 1] == '\xbc' && static_cast<unsigned char>(s[i + 2]) >= 0x90 &&
+          static_cast<unsigned char>(s[i + 2]) <= 0x99) {
+        out.push_back(static_cast<char>('0' + (static_cast<unsigned char>(s[i + 2]) - 0x90)));
+        i += 3;
+        continue;
+      }
+      if (i + 1 < s.size() && c == '\xd9' && static_cast<unsigned char>(s[i + 1]) >= 0xa0 &&
+          static_cast<unsigned char>(s[i + 1]) <= 0xa9) {
+        out.push_back(static_cast<char>('0' + (static_cast<unsigned char>(s[i + 1]) - 0xa0)));
+        i += 2;
+        continue;
+      }
       bool replaced = false;
       for (const Replacement& r : kUnicode) {
         if (s.compare(i, r.from.size(), r.from) == 0) {
@@ -273,7 +340,7 @@ std::string normalize_answer(std::string_view s) {
     if (one_of(name, {"left", "right", "big", "Big", "bigg", "Bigg", "bigl", "bigr", "Bigl", "Bigr", "biggl",
                       "biggr", "displaystyle", "textstyle", "limits", "nolimits", "mathstrut", "circ",
                       "boxed", "fbox", "mathbf", "mathit", "bf", "it", "rm", "boldsymbol", "bm", "underline",
-                      "mathbb", "displaylimits", "small", "large", "Large", "tiny", "footnotesize", "normalsize"})) {
+                      "mathbb", "displaylimits", "small", "large", "Large", "tiny", "footnotesize", "normalsize", "smash"})) {
       // Sizing and style commands vanish; \boxed{x} inside an answer is just {x}.
       if (name == "left" || name == "right" || name == "bigl" || name == "bigr") {
         if (s.compare(j, 1, ".") == 0) ++j;  // \left. and \right. are invisible delimiters
@@ -317,6 +384,14 @@ std::string normalize_answer(std::string_view s) {
       i = j;
       continue;
     }
+    if (one_of(name, {"phantom", "hphantom", "vphantom", "hspace", "vspace", "kern", "label"})) {
+      // Invisible or spacing material: \phantom{4}5 is 5.
+      std::size_t k = j;
+      while (k < s.size() && is_space(s[k])) ++k;
+      if (k < s.size() && s[k] == '*') ++k;
+      i = k < s.size() && s[k] == '{' ? skip_group(s, k) : j;
+      continue;
+    }
     if (one_of(name, {"color", "textcolor"})) {  // \color{red}: the colour name is not part of the answer
       std::size_t k = j;
       while (k < s.size() && is_space(s[k])) ++k;
@@ -336,12 +411,18 @@ std::string normalize_answer(std::string_view s) {
           i = end;
           continue;
         }
+        if (one_of(inner, {"percent", "\\%", "%"}) && last_visible(out) != 0) {
+          out.push_back('%');
+          i = end;
+          continue;
+        }
         const char before = last_visible(out);
         const std::size_t after = unit_power_end(s, end);
-        if (before != 0 && before != '=' && before != ',' && before != '(' && trailing(s, after)) {
+        const bool after_value = before != 0 && before != '=' && before != ',' && before != '(' && !last_was_text;
+        if (after_value && trailing(s, after) && (is_unit_text(inner) || scale_word(inner, out))) {
           // A unit after a value, at the end: 5\text{ cm}, 3\text{ cm}^2, 2.5\text{ million}. Kept as \unit{..} so
           // that 8 inches is not 8 feet; the comparison reads it off.
-          if (scale_word(inner, out)) {
+          if (!is_unit_text(inner)) {  // a scale word, written out by scale_word: 2.5 million
             i = after;
             continue;
           }
@@ -358,6 +439,7 @@ std::string normalize_answer(std::string_view s) {
         out.append(inner);
         out.append("} ");
         i = end;
+        text_ends_at = out.size();
         continue;
       }
       i = j;  // \operatorname{...}: keep the {...} group

@@ -14,6 +14,10 @@ constexpr std::size_t kMaxAnswerBytes = 2048;  // longer answers are not parsed 
 // The cleaned answer; empty when the input is empty or longer than kMaxAnswerBytes.
 std::string normalize_answer(std::string_view s);
 
+// Whether \text{..} content after a value reads as its unit (cm, apples, km/h, m^2; at most 3 words): never a word
+// that changes or qualifies the value (thousand, squared, dozen, or 6, is wrong, k, M).
+bool is_unit_text(std::string_view text) noexcept;
+
 // The normalized answer without any whitespace (except one space between a command and a following letter):
 // the text both sides are compared on when neither parses as mathematics.
 std::string canonical_text(std::string_view normalized);

@@ -34,7 +34,7 @@ TEST_CASE("extract_answer finds boxed, answer blocks and markers") {
   CHECK(extract_answer("The answer is $12$ dollars.") == "12");
   CHECK(extract_answer("The answer is 12 dollars.") == "12");
   CHECK(extract_answer("<answer>\n42 apples\n</answer>") == "42");
-  CHECK(extract_answer("The answer is 5 thousand.") == "5 thousand");  // a word that changes the value stays
+  CHECK(extract_answer("The answer is 5 thousand.") == "5 thousand");  // normalised to 5000 later
   // the last math span, a bare answer, a choice on the last line
   CHECK(extract_answer("We find $x = 3$.") == "x = 3");
   CHECK(extract_answer("  -7 ") == "-7");
