@@ -432,6 +432,9 @@ ADVERSARIAL = {
     + ", ".join(f"\\frac{{x^3}}{{7}}\\sqrt{{y+1}}+\\sin(z)+{i}" for i in range(32)) + "}",
     "32-item list of large surds": "\\boxed{" + ", ".join(f"\\sqrt{{{999999999989 - i}}}" for i in range(32)) + "}",
     "system of solutions vs a number": "\\boxed{x=1, y=2; x=3, y=4}",
+    "1 MB of ':' (turn markers)": ":" * 1_000_000,
+    "1 MB of '<|im' (chat tokens)": "<|im" * 250_000,
+    "1 MB of 'Human:' lines": "\nHuman:" * 125_000,
 }
 
 
