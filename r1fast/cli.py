@@ -7,10 +7,13 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 DTYPES = {"auto": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def _parse_value(text: str) -> Any:
@@ -37,23 +40,70 @@ def build_config(config_file: str | None, overrides: list[str], **defaults: Any)
     return GRPOConfig.from_dict(values)
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The rows of a JSONL file (blank lines skipped); ValueError naming the line of a bad row."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+def read_jsonl(path: str) -> tuple[list[Any], list[int]]:
+    """The rows of a JSONL file (blank lines skipped) and the line number of each; ValueError naming the line of a
+    line that is not UTF-8 JSON. What a row must hold is checked by the trainer (r1fast.trainer.validation)."""
+    rows, lines = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}:{number}: not UTF-8") from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "prompt" not in row:
-                raise ValueError(f"{path}:{number}: each row must be an object with a 'prompt'")
-            rows.append(row)
+            lines.append(number)
     if not rows:
         raise ValueError(f"{path} holds no rows")
-    return rows
+    return rows, lines
+
+
+def check_model_dir(path: str) -> None:
+    """A local Hugging Face model folder (config.json and weights); ValueError otherwise, at once (no hub look-up)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"--model {path}: no such folder (a local Hugging Face model folder is expected)")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"--model {path}: no config.json, so not a Hugging Face model folder")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"--model {path}: no weights ({', '.join(WEIGHT_FILES)})")
+
+
+class DeviceError(ValueError):
+    """--device or --dtype names what this machine does not have."""
+
+
+def check_device(device: str, dtype: str) -> None:
+    """A device and dtype this machine has; DeviceError otherwise."""
+    import torch
+
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"--device {device!r} is not a device (cpu, cuda, cuda:N)") from None
+    if where.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {device}: r1fast trains on cpu or cuda")
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine")
+        if where.index is not None and where.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            raise DeviceError(f"--dtype bfloat16: {torch.cuda.get_device_name(where)} does not support it")
+
+
+def _print_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """A warning as one line (e.g. a checkpoint skipped because it does not verify)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -73,30 +123,50 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """The train command: every check before any work (a bad input is one line, exit code 2); SIGINT/SIGTERM stop
+    after the current step with a checkpoint (exit 0); a second one stops at once (exit 130)."""
+    try:  # the user's input: a bad value ends here with one line, not a traceback
+        check_model_dir(args.model)
+        config = build_config(args.config, args.set, output_dir=args.output_dir)
+        dataset, lines = read_jsonl(args.dataset)
+        from r1fast import rewards
+
+        for name in args.reward:
+            rewards.get(name)
+    except (ValueError, TypeError, OSError) as e:
+        return _error(str(e))
     import torch
     import transformers
     from packaging.version import Version
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from r1fast import rewards
-    from r1fast.trainer import GRPOTrainer
+    from r1fast.trainer import DatasetRowError, GRPOTrainer, InputError
 
-    try:  # the user's input: a bad value ends here with one line, not a traceback
-        config = build_config(args.config, args.set, output_dir=args.output_dir)
-        dataset = read_jsonl(args.dataset)
-        for name in args.reward:
-            rewards.get(name)
-    except (ValueError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    transformers.utils.logging.disable_progress_bar()
     rank_device = _init_distributed()  # joins the process group under torchrun, whatever --device says
     device = args.device or rank_device
-    dtype = getattr(torch, DTYPES[args.dtype] or ("bfloat16" if device.startswith("cuda") else "float32"))
-    dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(args.model, **{dtype_kwarg: dtype}).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
     try:
-        GRPOTrainer(model, tokenizer, args.reward, dataset, config).train(resume_from=args.resume)
+        check_device(device, args.dtype)
+        dtype = getattr(torch, DTYPES[args.dtype] or ("bfloat16" if device.startswith("cuda") else "float32"))
+        dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True, **{dtype_kwarg: dtype})
+            tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+        except Exception as e:  # the user's model folder: whatever from_pretrained says about it, in one line
+            raise InputError(f"--model {args.model} does not load: {' '.join(str(e).split())[:300]}") from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            trainer = GRPOTrainer(model.to(device).eval(), tokenizer, args.reward, dataset, config,
+                                  log_stream=sys.stdout)  # fmt: skip
+            trainer.train(resume_from=args.resume, overwrite=args.overwrite,
+                          allow_config_change=args.allow_config_change, export_dir=args.export)  # fmt: skip
+    except DatasetRowError as e:
+        return _error(e.describe(lambda index: f"{args.dataset}:{lines[index]}", lambda index: f"line {lines[index]}"))
+    except (InputError, DeviceError) as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        print("interrupted: stopped at once, without a checkpoint of the current step", file=sys.stderr)
+        return 130
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -129,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--learning-rate", type=float, default=3e-4)
     demo.add_argument("--temperature", type=float, default=1.0)
     demo.add_argument("--logging-steps", type=int, default=25)
-    demo.add_argument("--output-dir", default=None, help="write metrics.jsonl and the final checkpoint here")
+    demo.add_argument("--output-dir", default=None, help="write metrics.jsonl, checkpoints and the final model here "
+                      "(replacing a previous demo run's)")
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train", help="GRPO on a local Hugging Face model and a JSONL dataset (several "
@@ -142,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", help="a JSON file of GRPOConfig fields")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a GRPOConfig field (JSON value), e.g. --set learning_rate=1e-6")
-    train.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--resume", default=None, help="'latest' (the newest checkpoint that verifies) or a checkpoint "
+                       "folder")  # fmt: skip
+    start.add_argument("--overwrite", action="store_true", help="replace the run already in --output-dir")
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="resume even though the config differs from the checkpoint's (beyond the run length)")
+    train.add_argument("--export", default=None, metavar="DIR",
+                       help="where the final model, config and tokenizer go (default: <output-dir>/final)")
     train.add_argument("--device", default=None, help="default: cuda (this rank's GPU under torchrun) when available")
     train.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, else float32")
     train.set_defaults(run=_train)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -62,6 +64,34 @@ def _worker(rank: int, init_file: str, work_dir: str, task: str, config: dict) -
             average_gradients(params)
             torch.save({"advantages": mine.advantages, "grads": [p.grad for p in params], "loss": metrics["loss"]},
                        f"{work_dir}/rank{rank}.pt")  # fmt: skip
+        elif task == "resume":
+            make(2, max_steps=2, save_steps=1, output_dir=f"{work_dir}/run", **config).train()
+            if rank == 0:  # a damaged newest checkpoint: every rank must resume from checkpoint-1
+                data = bytearray(open(f"{work_dir}/run/checkpoint-2/optimizer.safetensors", "rb").read())
+                data[-1] ^= 1
+                open(f"{work_dir}/run/checkpoint-2/optimizer.safetensors", "wb").write(bytes(data))
+            else:  # rank 1 never looks for itself: it resumes where rank 0 says
+                from r1fast.trainer import checkpoint
+
+                checkpoint.latest_checkpoint = checkpoint.verify_checkpoint = None
+            dist.barrier()
+            tr = make(2, max_steps=50, output_dir=f"{work_dir}/run", **config)
+            loaded = []
+            load = tr.load
+            tr.load = lambda path, **kw: (loaded.append(str(path)), load(path, **kw))
+            if rank == 1:  # a stop signal to rank 1 alone, during its second step: every rank stops after it
+                calls, reward = [], tr.reward_funcs[0]
+
+                def signalling(**kwargs):
+                    calls.append(1)
+                    if len(calls) == 2:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    return reward(**kwargs)
+
+                tr.reward_funcs[0] = signalling
+            tr.train(resume_from="latest")
+            torch.save({"params": [p.detach() for p in tr.model.parameters()], "loaded": loaded,
+                        "steps_done": tr.steps_done}, f"{work_dir}/rank{rank}.pt")  # fmt: skip
         else:
             tr = make(2, max_steps=2, output_dir=f"{work_dir}/run", **config)
             tr.train()
@@ -106,3 +136,15 @@ def test_two_rank_training_keeps_weights_identical_and_rank0_logs(tmp_path):
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
     state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["world_size"] == WORLD and state["step"] == 2
+
+
+def test_every_rank_resumes_from_the_checkpoint_rank0_chose_and_stops_after_the_same_step(tmp_path):
+    from r1fast.trainer import verify_checkpoint
+
+    ranks = spawn(tmp_path, "resume")
+    assert ranks[0]["loaded"] == ranks[1]["loaded"] == [str(tmp_path / "run" / "checkpoint-1")]
+    assert ranks[0]["steps_done"] == ranks[1]["steps_done"] == 3  # resumed at 1; rank 1 signalled in step 3
+    for a, b in zip(ranks[0]["params"], ranks[1]["params"], strict=True):
+        assert torch.equal(a, b)
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert verify_checkpoint(tmp_path / "run" / "checkpoint-3")["step"] == 3

@@ -1,9 +1,18 @@
-"""The GRPO trainer: config, the step loop, metrics logging and safetensors checkpoints."""
+"""The GRPO trainer: config, validation before step 1, the step loop, metrics logging and safetensors checkpoints."""
 
-from r1fast.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1fast.trainer.checkpoint import (
+    CheckpointError,
+    CheckpointWarning,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from r1fast.trainer.config import GRPOConfig
 from r1fast.trainer.logging import MetricsLogger, read_metrics
 from r1fast.trainer.trainer import GRPOTrainer, Rollout
+from r1fast.trainer.validation import DatasetRowError, InputError
 
-__all__ = ["GRPOConfig", "GRPOTrainer", "MetricsLogger", "Rollout", "latest_checkpoint", "load_checkpoint",
-           "read_metrics", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointWarning", "DatasetRowError", "GRPOConfig", "GRPOTrainer", "InputError",
+           "MetricsLogger", "Rollout", "latest_checkpoint", "load_checkpoint", "read_metrics", "save_checkpoint",
+           "verify_checkpoint"]

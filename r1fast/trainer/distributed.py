@@ -4,6 +4,9 @@ optimizer step. Without an initialised process group every helper is the single-
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
 
@@ -89,6 +92,36 @@ def reduce_metrics(metrics: dict[str, float], device: torch.device) -> dict[str,
             t /= world
         out.update(zip(names, t.tolist(), strict=True))
     return {k: out[k] for k in keys}
+
+
+T = TypeVar("T")
+
+
+def on_rank0(decide: Callable[[], T]) -> T:
+    """Runs decide() on rank 0 alone and hands its result, or the exception it raised, to every rank: one decision
+    (which checkpoint to resume from, or why not to start) that every rank acts on."""
+    if rank_and_world()[1] == 1:
+        return decide()
+    box: list[object] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", decide())
+        except Exception as e:  # every rank raises it
+            box[0] = ("error", e)
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on some rank, on every rank (one all-reduce): e.g. "a stop signal arrived" on any rank."""
+    if rank_and_world()[1] == 1:
+        return flags
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
 
 
 def barrier() -> None:

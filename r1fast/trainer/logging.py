@@ -89,6 +89,24 @@ class MetricsLogger:
             print(f"step {step:>5} | " + " | ".join(shown), file=self.stream, flush=True)
 
 
+    def truncate(self, step: int) -> None:
+        """Keeps the records of steps <= step (and drops a line a crash cut short), so that a run resumed from a
+        checkpoint of `step` appends its steps without duplicates. The file is replaced atomically."""
+        if self.path is None or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line + "\n")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
+
+
 def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of ``<output_dir>/metrics.jsonl``, in order."""
     with (Path(output_dir) / "metrics.jsonl").open() as f:
