@@ -30,6 +30,7 @@ VOCAB = 151_936
 SHAPES = [(8192, 896), (8192, 1536), (8192, 3584), (65536, 1536)]  # (N tokens, H)
 SEQ_LEN = 512  # tokens per completion (B = N / SEQ_LEN)
 CONFIG = dict(loss_type="dapo", beta=0.04, epsilon=0.2, epsilon_high=0.28, temperature=1.0)
+SOFTCAP = 30.0  # Gemma2's final_logit_softcapping
 
 
 def timed(fn: Callable[[], None], device: torch.device, reps: int) -> tuple[float, float]:
@@ -97,9 +98,10 @@ def methods(hidden, weight, ids, mask, adv, old, ref, backend: str) -> dict[str,
         loss, _ = r1fast.grpo_loss(logits, ids, mask, adv, old, ref, backend=backend, **CONFIG)
         loss.backward()
 
-    def r1_fused():
+    def r1_fused(**options):
         zero()
-        loss, _ = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, ref, backend=backend, **CONFIG)
+        loss, _ = r1fast.fused_linear_grpo_loss(hidden, weight, ids, mask, adv, old, ref, backend=backend, **CONFIG,
+                                                **options)  # fmt: skip
         loss.backward()
 
     def r1_logprobs():
@@ -113,6 +115,10 @@ def methods(hidden, weight, ids, mask, adv, old, ref, backend: str) -> dict[str,
     out = {
         "r1fast grpo_loss (logits given)": (r1_logits, "3-pass bytes"),
         "r1fast fused_linear_grpo_loss": (r1_fused, "6NHV"),
+        # Gemma2's final_logit_softcapping: a tanh per element, forward and backward
+        f"r1fast fused_linear_grpo_loss, softcap {SOFTCAP:g}": (lambda: r1_fused(logit_softcap=SOFTCAP), "6NHV"),
+        # float32 logits from the bf16 head (twice the chunk bytes; bf16 GEMMs with float32 output)
+        "r1fast fused_linear_grpo_loss, fp32 head": (lambda: r1_fused(fp32_head=True), "6NHV"),
         "r1fast fused_linear_logprobs+entropy (no grad)": (r1_logprobs, "2NHV"),
         "eager PyTorch (reference)": (eager, "6NHV"),
     }
@@ -122,15 +128,16 @@ def methods(hidden, weight, ids, mask, adv, old, ref, backend: str) -> dict[str,
 
             policy_cfg = {k: x for k, x in CONFIG.items() if k != "temperature"}
 
-            def trl_fused():
+            def trl_fused(softcap=None):
                 zero()
                 h2d = hidden.reshape(b * t, -1)
-                logps = ChunkedLogProbFunction.apply(h2d, weight, None, ids.reshape(-1), 1.0, 4096, None, 1.0,
+                logps = ChunkedLogProbFunction.apply(h2d, weight, None, ids.reshape(-1), 1.0, 4096, softcap, 1.0,
                                                      ("log_probs",))[0]  # fmt: skip
                 loss, _ = reference.policy_loss(logps.view(b, t), mask, adv, old, ref, **policy_cfg)
                 loss.backward()
 
             out["TRL 1.16 ChunkedLogProbFunction + loss"] = (trl_fused, "6NHV")
+            out[f"TRL ChunkedLogProbFunction + loss, softcap {SOFTCAP:g}"] = (lambda: trl_fused(SOFTCAP), "6NHV")
         except ImportError:
             pass
         try:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "fused_linear_logprobs": "r1fast.loss",
     "selective_log_softmax": "r1fast.loss",
     "GRPOLoss": "r1fast.loss",
+    "LogitTransform": "r1fast.logit_transform",  # a model's own transform of its logits, read from its config
     # advantages
     "group_advantages": "r1fast.advantages",
     # sampler
@@ -25,7 +26,7 @@ _EXPORTS = {
     "SamplingParams": "r1fast.sampler",
 }
 
-_SUBMODULES = ("reference", "loss", "advantages", "rewards", "sampler", "kernels", "trainer")
+_SUBMODULES = ("reference", "loss", "logit_transform", "advantages", "rewards", "sampler", "kernels", "trainer")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

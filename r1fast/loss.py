@@ -1,21 +1,28 @@
 """The GRPO loss, public API: validation, backend dispatch and the autograd Functions around kernels/grpo_loss.py.
 
-How the work is split. The policy loss is a function of per-token log-probs ([B, T], cheap): it is
-``r1fast.reference.policy_loss``, called as is, so every loss type, both importance-sampling levels, the KL term and
-the metrics are the specification's own code. The [tokens, vocab] work is the Triton row passes:
+How the work is split. The policy loss is a function of per-token log-probs and entropies ([B, T], cheap): it is
+``r1fast.reference.policy_loss``, called as is, so every loss type, both importance-sampling levels, the KL term,
+TRL's masks, importance ratio and entropy bonus, and the metrics are the specification's own code. The
+[tokens, vocab] work is the Triton row passes:
 
 - logits given (``grpo_loss``): forward = one ``row_stats`` pass (lse, logp, entropy); autograd through the
-  reference's policy loss yields g = d(loss)/d(logp) per token; backward = one ``row_grad`` pass writing
-  g * (onehot - softmax) / temperature. Three passes over the logits in all (read; read + write).
-- fused with the LM head (``fused_linear_grpo_loss``): tokens in chunks, logits_c = H_c @ W^T (+ b). At token-level
-  importance sampling each token's loss depends on its own logp only, and the aggregation is linear with weights
-  that depend on the mask alone, so g is known as soon as the chunk's logp is: one ``row_loss_grad`` kernel per
-  chunk computes lse, logp, entropy, g and overwrites the chunk's logits with d(loss)/d(logits); the gradients are
-  formed in the forward (logits 2NHV, dH 2NHV, dW 2NHV = 6NHV) and the backward only scales them. At sequence
-  level g needs the whole sequence: when a chunk holds whole sequences (chunk >= T) each chunk's g is known from
-  its own logps and one pass does it all (6NHV, g from autograd through the reference's per-token objective on the
-  chunk's rows); otherwise a first no-grad pass gets every logp (and lse), then a second pass recomputes each
-  chunk's logits and writes the gradients (8NHV). dW is accumulated in float32.
+  reference's policy loss yields g = d(loss)/d(logp) (and g_H = d(loss)/d(entropy) with the entropy bonus) per
+  token; backward = one ``row_grad`` pass writing d(loss)/d(logits). Three passes over the logits in all.
+- fused with the LM head (``fused_linear_grpo_loss``): tokens in chunks, logits_c = H_c @ W^T (+ b); the aggregation
+  is linear with weights that depend on the mask alone. What a token's g needs decides the passes:
+  its own logp (token-level ratios; the sampler's importance ratio and the entropy bonus are per token too): one
+  ``row_loss_grad`` kernel per chunk computes lse, logp, entropy, g and overwrites the chunk's logits with
+  d(loss)/d(logits); the gradients are formed in the forward (logits 2NHV, dH 2NHV, dW 2NHV = 6NHV) and the
+  backward only scales them. Its sequence's logps (sequence-level ratios, the off-policy mask, vespo's phi): with
+  chunks of whole sequences (chunk >= T) each chunk's g is known from its own logps, one pass (6NHV, g from autograd
+  through the reference's per-token objective on the chunk's rows); otherwise two passes. Every token's entropy
+  (the entropy mask's quantile over the batch): a first no-grad pass gets every logp, lse and entropy, then a second
+  recomputes each chunk's logits and writes the gradients (8NHV). dW is accumulated in float32.
+
+Logit transforms: every function takes the model's own transform of its LM head's output, ``logit_scale`` (a
+multiplier) and ``logit_softcap`` (cap * tanh(x / cap)), applied before the temperature as the model's generation
+does (r1fast.reference.transform_logits; r1fast.logit_transform reads them from a Hugging Face config). The kernels
+apply them per element, forward and backward.
 
 Backends: "auto" = Triton on CUDA tensors of dtype bf16/fp16/fp32, the reference otherwise; "triton" forces the
 kernels (CPU tensors need TRITON_INTERPRET=1); "reference" forces r1fast.reference.
@@ -24,6 +31,7 @@ kernels (CPU tensors need TRITON_INTERPRET=1); "reference" forces r1fast.referen
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import warnings
 from typing import Any
@@ -73,6 +81,9 @@ def _loss_config(config: dict[str, Any], ref_logps_given: bool) -> dict[str, Any
         cfg["epsilon_high"],
         cfg["delta"],
         ref_logps_given,
+        top_entropy_quantile=cfg["top_entropy_quantile"],
+        off_policy_mask_threshold=cfg["off_policy_mask_threshold"],
+        entropy_coef=cfg["entropy_coef"],
     )
     return cfg
 
@@ -80,6 +91,18 @@ def _loss_config(config: dict[str, Any], ref_logps_given: bool) -> dict[str, Any
 def _check_temperature(temperature: float) -> None:
     if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
+def _transform(logit_scale: float, logit_softcap: float | None) -> dict[str, Any]:
+    """The validated logit transform as keyword arguments (reference.transform_logits's names)."""
+    if isinstance(logit_scale, bool) or not (isinstance(logit_scale, (int, float)) and 0 < logit_scale < math.inf):
+        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale!r}")
+    if logit_softcap is not None and (
+        isinstance(logit_softcap, bool)
+        or not (isinstance(logit_softcap, (int, float)) and 0 < logit_softcap < math.inf)
+    ):
+        raise ValueError(f"logit_softcap must be a finite number > 0 or None, got {logit_softcap!r}")
+    return dict(logit_scale=float(logit_scale), logit_softcap=None if logit_softcap is None else float(logit_softcap))
 
 
 def _check_float(name: str, x: torch.Tensor) -> None:
@@ -112,6 +135,8 @@ def _check_loss_inputs(
     advantages: torch.Tensor,
     old_logps: torch.Tensor | None,
     ref_logps: torch.Tensor | None,
+    sampling_logps: torch.Tensor | None = None,
+    importance_sampling_ratio: torch.Tensor | None = None,
 ) -> None:
     b, t = lead
     _check_index("completion_ids", completion_ids, (b, t), vocab, device)
@@ -124,14 +149,21 @@ def _check_loss_inputs(
     for name, x in (("completion_mask", completion_mask), ("advantages", advantages)):
         if x.device != device:
             raise ValueError(f"{name} is on {x.device}, expected {device}")
-    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
+    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps), ("sampling_logps", sampling_logps),
+                    ("importance_sampling_ratio", importance_sampling_ratio)):  # fmt: skip
         if x is None:
             continue
         _check_float(name, x)
-        if tuple(x.shape) != (b, t):
-            raise ValueError(f"{name} must have shape {(b, t)}, got {tuple(x.shape)}")
+        shapes = ((b,), (b, 1), (b, t)) if name == "importance_sampling_ratio" else ((b, t),)
+        if tuple(x.shape) not in shapes:
+            raise ValueError(f"{name} must have shape {' or '.join(map(str, shapes))}, got {tuple(x.shape)}")
         if x.device != device:
             raise ValueError(f"{name} is on {x.device}, expected {device}")
+
+
+def _per_sequence(x: torch.Tensor | None) -> torch.Tensor | None:
+    """[B] -> [B, 1] (a per-sequence importance ratio); other shapes unchanged."""
+    return x.unsqueeze(1) if x is not None and x.dim() == 1 else x
 
 
 def _interpreting() -> bool:
@@ -170,46 +202,59 @@ def _rowwise(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SelectiveLogSoftmax(torch.autograd.Function):
-    """logits [B, T, V] or [N, V] (unit stride along V) -> (logp, entropy or None), float32 of the leading shape."""
+    """logits [B, T, V] or [N, V] (unit stride along V) -> (logp, entropy or None), float32 of the leading shape;
+    both differentiable (the entropy for the entropy bonus)."""
 
     @staticmethod
-    def forward(ctx, logits, index, temperature, with_entropy, inplace_backward):
+    def forward(ctx, logits, index, temperature, with_entropy, inplace_backward, transform):
         ctx.set_materialize_grads(False)
         flat_index = index.reshape(-1).to(torch.int64).contiguous()
-        lse, logp, entropy = _kernels().row_stats(logits, flat_index, temperature, with_entropy)
-        ctx.save_for_backward(logits, flat_index, lse)
-        ctx.temperature, ctx.inplace_backward = temperature, inplace_backward
-        if entropy is not None:
-            ctx.mark_non_differentiable(entropy)
-            entropy = entropy.view(index.shape)
-        return logp.view(index.shape), entropy
+        lse, logp, entropy = _kernels().row_stats(logits, flat_index, temperature, with_entropy, **transform)
+        ctx.save_for_backward(logits, flat_index, lse, lse if entropy is None else entropy)
+        ctx.temperature, ctx.inplace_backward, ctx.transform = temperature, inplace_backward, transform
+        return logp.view(index.shape), None if entropy is None else entropy.view(index.shape)
 
     @staticmethod
     def backward(ctx, grad_logp, grad_entropy):
-        if grad_logp is None:
-            return None, None, None, None, None
-        logits, flat_index, lse = ctx.saved_tensors
-        grad_logp = grad_logp.reshape(-1).to(torch.float32).contiguous()
+        if grad_logp is None and grad_entropy is None:
+            return None, None, None, None, None, None
+        logits, flat_index, lse, entropy = ctx.saved_tensors
+        flat = lambda g: g.reshape(-1).to(torch.float32).contiguous()  # noqa: E731
+        grad_logp = torch.zeros_like(lse) if grad_logp is None else flat(grad_logp)
+        grad_entropy = None if grad_entropy is None else flat(grad_entropy)
         out = logits if ctx.inplace_backward else None
-        dlogits = _kernels().row_grad(logits, flat_index, lse, grad_logp, ctx.temperature, out=out)
-        return dlogits, None, None, None, None
+        dlogits = _kernels().row_grad(logits, flat_index, lse, grad_logp, ctx.temperature, out=out, **ctx.transform,
+                                      grad_entropy=grad_entropy, entropy=entropy)  # fmt: skip
+        return dlogits, None, None, None, None, None
 
 
 def _logps_and_entropy(
-    logits: torch.Tensor, index: torch.Tensor, temperature: float, with_entropy: bool, inplace_backward: bool
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+    inplace_backward: bool,
+    transform: dict[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     vocab = logits.shape[-1]
     rows = logits if logits.dim() == 3 else logits.reshape(-1, vocab)
-    return _SelectiveLogSoftmax.apply(_rowwise(rows), index, temperature, with_entropy, inplace_backward)
+    return _SelectiveLogSoftmax.apply(_rowwise(rows), index, temperature, with_entropy, inplace_backward, transform)
 
 
 def selective_log_softmax(
-    logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0, *, backend: str = "auto"
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """log softmax(logits / temperature) gathered at ``index``, without a [..., V] float32 copy of the logits.
+    """log softmax(transform(logits) / temperature) gathered at ``index``, without a [..., V] float32 copy.
 
-    logits: [..., V] bf16/fp16/fp32 (fp64 on the reference backend), any device; index: [...] integer in [0, V),
-    same device. Returns [...] float32 (float64 for float64 logits on the reference backend); differentiable
+    logits: [..., V] bf16/fp16/fp32 (fp64 on the reference backend), any device, as the LM head outputs them;
+    index: [...] integer in [0, V), same device. logit_scale, logit_softcap: the model's logit transform (see the
+    module docstring). Returns [...] float32 (float64 for float64 logits on the reference backend); differentiable
     (the Triton backward writes d/d(logits) in logits' dtype). Raises TypeError / ValueError on bad input.
     """
     _check_float("logits", logits)
@@ -217,9 +262,10 @@ def selective_log_softmax(
         raise ValueError("logits must have a vocabulary dimension, got a 0-d tensor")
     _check_index("index", index, tuple(logits.shape[:-1]), logits.shape[-1], logits.device)
     _check_temperature(temperature)
+    transform = _transform(logit_scale, logit_softcap)
     if not _use_triton(backend, logits):
-        return reference.selective_log_softmax(logits, index.long(), temperature)
-    logp, _ = _logps_and_entropy(logits, index, temperature, False, False)
+        return reference.selective_log_softmax(logits, index.long(), temperature, **transform)
+    logp, _ = _logps_and_entropy(logits, index, temperature, False, False, transform)
     return logp
 
 
@@ -230,9 +276,13 @@ def grpo_loss(
     advantages: torch.Tensor,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
+    importance_sampling_ratio: torch.Tensor | None = None,
     *,
     backend: str = "auto",
     temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
     inplace_backward: bool = False,
     **config: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -241,10 +291,14 @@ def grpo_loss(
     logits: [B, T, V] bf16/fp16/fp32 (fp64 on the reference backend); row t scores completion_ids[:, t]. A view
     such as ``model_logits[:, :-1]`` is read in place. completion_ids: [B, T] integer in [0, V);
     completion_mask: [B, T] (any dtype, 1 = completion token); advantages: [B], [B, 1] or [B, T];
-    old_logps, ref_logps: [B, T] float or None (None old = on-policy; ref needed when beta != 0). All on one device.
+    old_logps, ref_logps: [B, T] float or None (None old = on-policy; ref needed when beta != 0). sampling_logps:
+    [B, T], the sampler's log-probs for the off-policy mask (default old_logps); importance_sampling_ratio: [B],
+    [B, 1] or [B, T], the sampler correction (TRL's importance_sampling_ratio input). All on one device.
+    logit_scale, logit_softcap: the model's logit transform (module docstring).
     config: the reference's options (loss_type, beta, epsilon, epsilon_high, delta, importance_sampling_level,
     max_completion_length, num_items_in_batch, gradient_accumulation_steps, steps_per_generation, num_processes,
-    use_bias_correction_kl, sapo_temperature_pos, sapo_temperature_neg).
+    use_bias_correction_kl, sapo_temperature_pos, sapo_temperature_neg, top_entropy_quantile, off_policy_mask_threshold,
+    entropy_coef, vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg), TRL's defaults and meanings.
     inplace_backward: write d(loss)/d(logits) into the logits' memory in the backward (saves a [B, T, V] buffer;
     the logits must not be used after backward, and backward must run once).
     Returns (scalar float32 loss, metrics dict of floats incl. "entropy"); d(loss)/d(logits) has logits' dtype.
@@ -255,18 +309,21 @@ def grpo_loss(
         raise ValueError(f"logits must be [B, T, V], got shape {tuple(logits.shape)}")
     _check_loss_inputs(
         tuple(logits.shape[:2]), logits.device, logits.shape[2], completion_ids, completion_mask, advantages,
-        old_logps, ref_logps,
+        old_logps, ref_logps, sampling_logps, importance_sampling_ratio,
     )  # fmt: skip
     _check_temperature(temperature)
+    transform = _transform(logit_scale, logit_softcap)
     cfg = _loss_config(config, ref_logps is not None)
+    importance_sampling_ratio = _per_sequence(importance_sampling_ratio)
     if not _use_triton(backend, logits):
         return reference.grpo_loss(
-            logits, completion_ids.long(), completion_mask, advantages, old_logps, ref_logps,
-            temperature=temperature, **config,
+            logits, completion_ids.long(), completion_mask, advantages, old_logps, ref_logps, sampling_logps,
+            importance_sampling_ratio, temperature=temperature, **transform, **config,
         )  # fmt: skip
-    logps, entropy = _logps_and_entropy(logits, completion_ids, temperature, True, inplace_backward)
-    loss, metrics = reference.policy_loss(logps, completion_mask, advantages, old_logps, ref_logps, **cfg)
-    metrics["entropy"] = reference._global_masked_mean(entropy, completion_mask.to(entropy.dtype))
+    logps, entropy = _logps_and_entropy(logits, completion_ids, temperature, True, inplace_backward, transform)
+    loss, metrics = reference.policy_loss(logps, completion_mask, advantages, old_logps, ref_logps, entropy,
+                                          sampling_logps, importance_sampling_ratio, **cfg)  # fmt: skip
+    metrics["entropy"] = reference._global_masked_mean(entropy.detach(), completion_mask.to(entropy.dtype))
     return loss, metrics
 
 
@@ -294,9 +351,32 @@ def _chunks(n: int, size: int):
         yield start, min(start + size, n)
 
 
-def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """h @ W^T (+ b): [n, V] in h's dtype (float32 accumulation inside the matmul)."""
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp32_head: bool = False) -> torch.Tensor:
+    """h @ W^T (+ b): [n, V] in h's dtype (float32 accumulation inside the matmul); fp32_head: in float32, the
+    operands as given (bf16 products are exact in float32), accumulated and stored in float32."""
+    if fp32_head and h.dtype != torch.float32:
+        return lm_head_fp32(h, weight, bias)
     return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+
+
+_MM_OUT_DTYPE_OK = True
+
+
+def lm_head_fp32(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The LM head's logits in float32 from low-precision operands: h [n, H] @ weight [V, H]^T (+ bias [V]) with
+    float32 accumulation and a float32 [n, V] result, never rounded to h's dtype. On CUDA one cuBLAS GEMM with
+    bf16/fp16 operands and a float32 output (tensor cores, no float32 copy of the weight); elsewhere the operands are
+    upcast (exact). For the fp32 head of the loss and of the sampler's last projection."""
+    global _MM_OUT_DTYPE_OK
+    if h.is_cuda and _MM_OUT_DTYPE_OK:
+        try:
+            out = torch.mm(h, weight.t(), out_dtype=torch.float32)
+            return out if bias is None else out.add_(bias)
+        except (RuntimeError, TypeError, NotImplementedError) as err:
+            _MM_OUT_DTYPE_OK = False
+            warnings.warn(f"mm with out_dtype=float32 unavailable ({err}); upcasting the LM head", stacklevel=2)
+    out = h.float() @ weight.float().t()
+    return out if bias is None else out.add_(bias)
 
 
 _MIXED_ADDMM_OK = True
@@ -343,28 +423,48 @@ def _token_objective_config(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _sequence_chunk_grad(
+def _objective_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """All of r1fast.reference.per_token_objective's options but the entropy mask."""
+    return dict(
+        _token_objective_config(cfg),
+        importance_sampling_level=cfg["importance_sampling_level"],
+        off_policy_mask_threshold=cfg["off_policy_mask_threshold"],
+        **{k: cfg[k] for k in ("vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg")},
+    )
+
+
+def _entropy_weights(mask: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+    """d(loss)/d(entropy) [B, T] of the entropy bonus without an entropy mask: -entropy_coef * d(entropy_bonus)/dH."""
+    with torch.enable_grad():
+        entropies = torch.zeros_like(mask, requires_grad=True)
+        bonus = reference.entropy_bonus(entropies, mask, None, cfg["gradient_accumulation_steps"])
+        (weights,) = torch.autograd.grad(-cfg["entropy_coef"] * bonus, entropies)
+    return weights
+
+
+def _rows_objective_grad(
     logps: torch.Tensor,
     mask: torch.Tensor,
     advantages: torch.Tensor,
-    old_logps: torch.Tensor | None,
-    ref_logps: torch.Tensor | None,
+    data: tuple[torch.Tensor | None, ...],
     weights: torch.Tensor,
     cfg: dict[str, Any],
     rows: slice,
 ) -> torch.Tensor:
-    """g = d(loss)/d(logp) for the sequences `rows` at sequence-level IS: d(sum weights * per_token_objective)/d(logp)
-    over those rows only (the aggregation is linear, with weights [B, T] from the whole mask). logps, mask: [B, T]
-    float32 (only `rows` is read); returns float32 [rows * T], contiguous."""
-    pick = lambda x: None if x is None else x[rows]  # noqa: E731
+    """g = d(loss)/d(logp) for the whole sequences `rows`: d(sum weights * per_token_objective)/d(logp) over those
+    rows only, exact when no term couples sequences (the aggregation is linear, with weights [B, T] from the whole
+    mask; the off-policy mask, vespo's phi and sequence-level ratios are per sequence). logps, mask: [B, T] float32
+    (only `rows` is read); data: (old, ref, sampling log-probs, importance ratio). Returns float32 [rows * T]."""
+    old, ref, sampling, is_ratio = (None if x is None else x[rows] for x in data)
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     with torch.enable_grad():
         leaf = logps[rows].detach().requires_grad_()
         per_token_loss, _, _ = reference.per_token_objective(
-            leaf, mask[rows], adv[rows].to(leaf.dtype), pick(old_logps), pick(ref_logps),
-            importance_sampling_level="sequence", **_token_objective_config(cfg),
+            leaf, mask[rows], adv[rows].to(leaf.dtype), old, ref, importance_sampling_ratio=is_ratio,
+            sampling_logps=sampling, **_objective_config(cfg),
         )  # fmt: skip
-        (g,) = torch.autograd.grad((per_token_loss * weights[rows]).sum(), leaf)
+        (g,) = torch.autograd.grad((per_token_loss * weights[rows]).sum(), leaf, allow_unused=True)
+    g = torch.zeros_like(leaf) if g is None else g
     return g.reshape(-1).to(torch.float32).contiguous()
 
 
@@ -372,22 +472,27 @@ class _FusedLinearGRPO(torch.autograd.Function):
     """hidden [N, H], weight [V, H], bias [V] | None -> scalar loss; metrics written into ``metrics_out``.
 
     The gradients of hidden / weight / bias are computed in the forward (see the module docstring) and scaled by the
-    incoming gradient in the backward.
+    incoming gradient in the backward. data: (old_logps, ref_logps, sampling_logps, importance_sampling_ratio).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, mask, advantages, old_logps, ref_logps, temperature, chunk, cfg,
+    def forward(ctx, hidden, weight, bias, ids, mask, advantages, data, temperature, transform, fp32_head, chunk, cfg,
                 wants, metrics_out):  # fmt: skip
         kernels = _kernels()
         b, t = mask.shape
         n = hidden.shape[0]
         want_h, want_w, want_b = wants
         any_grad = want_h or want_w or want_b
-        token_level = cfg["importance_sampling_level"] == "token"
+        old_logps, ref_logps, sampling_logps, is_ratio = data
+        # What each token's g needs: its own logp (token level, the one-kernel path), its sequence's logps
+        # (sequence-level ratios, the off-policy mask, vespo's phi), or every token's entropy (the entropy mask's
+        # quantile over the batch).
+        global_terms = cfg["top_entropy_quantile"] < 1.0
+        sequence_terms = (cfg["importance_sampling_level"] == "sequence" or cfg["loss_type"] == "vespo"
+                          or cfg["off_policy_mask_threshold"] is not None)  # fmt: skip
+        bonus = cfg["entropy_coef"] != 0.0
         mask_f = mask.to(torch.float32)
         adv_tok = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).expand(b, t).reshape(-1)
-        flat = lambda x: None if x is None else x.reshape(-1)
-        old_tok, ref_tok = flat(old_logps), flat(ref_logps)
 
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
@@ -396,7 +501,13 @@ class _FusedLinearGRPO(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if want_b else None
 
+        def head(s: int, e: int) -> torch.Tensor:
+            return _linear(hidden[s:e], weight, bias, fp32_head)
+
         def backprop_chunk(dlogits: torch.Tensor, s: int, e: int) -> None:
+            # An fp32 head's float32 d(loss)/d(logits) meets the operands in their dtype (tensor-core GEMMs): the
+            # float32 is for the softmax, as in the forward.
+            dlogits = dlogits.to(hidden.dtype)
             if want_h:
                 torch.mm(dlogits, weight, out=grad_h[s:e])
             if want_w:
@@ -404,54 +515,76 @@ class _FusedLinearGRPO(torch.autograd.Function):
             if want_b:
                 grad_b.add_(dlogits.sum(0, dtype=torch.float32))
 
-        if any_grad and token_level:  # the gradient is known in the forward: one kernel per chunk, no recompute
+        def stats(s: int, e: int, logits_c: torch.Tensor) -> None:
+            lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True, **transform)
+
+        one_kernel = any_grad and not global_terms and not sequence_terms
+        whole_sequences = any_grad and not global_terms and sequence_terms and chunk >= t
+        entropy_w = _entropy_weights(mask_f, cfg).reshape(-1).contiguous() if bonus and not global_terms else None
+        if one_kernel:  # the gradient is known in the forward: one kernel per chunk, no recompute (6NHV)
             weights = _aggregation_weights(mask_f, cfg).reshape(-1).contiguous()
-            f32 = lambda x: None if x is None else x.to(torch.float32).contiguous()
-            adv_f, old_f, ref_f = f32(adv_tok), f32(old_tok), f32(ref_tok) if cfg["beta"] != 0.0 else None
+            f32 = lambda x: None if x is None else x.to(torch.float32).contiguous()  # noqa: E731
+            adv_f, old_f = f32(adv_tok), f32(None if old_logps is None else old_logps.reshape(-1))
+            ref_f = f32(ref_logps.reshape(-1)) if cfg["beta"] != 0.0 else None
+            ratio_f = None if is_ratio is None else f32(is_ratio.expand(b, t).reshape(-1))
             objective = _token_objective_config(cfg)
-        # Sequence level with whole sequences per chunk: its own single pass below.
-        whole_sequences = any_grad and not token_level and chunk >= t
-        for s, e in () if whole_sequences else _chunks(n, chunk):
-            logits_c = _linear(hidden[s:e], weight, bias)
-            if any_grad and token_level:
+            pick = lambda x, sl: None if x is None else x[sl]  # noqa: E731
+            for s, e in _chunks(n, chunk):
                 sl = slice(s, e)
+                logits_c = head(s, e)
                 lse[sl], logp[sl], entropy[sl] = kernels.row_loss_grad(
-                    logits_c, ids[sl], temperature, adv_f[sl], weights[sl], None if old_f is None else old_f[sl],
-                    None if ref_f is None else ref_f[sl], **objective,
+                    logits_c, ids[sl], temperature, adv_f[sl], weights[sl], pick(old_f, sl), pick(ref_f, sl),
+                    **objective, **transform, importance_sampling_ratio=pick(ratio_f, sl),
+                    entropy_weights=pick(entropy_w, sl),
                 )  # fmt: skip
                 backprop_chunk(logits_c, s, e)  # logits_c now holds d(loss)/d(logits)
-            else:
-                lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True)
-            del logits_c
-
-        logps = logp.view(b, t)
-        if whole_sequences:
-            # Sequence level, chunks of whole sequences: a sequence's g needs only its own logps, so each chunk's
-            # gradient is known as soon as its logits are. One pass, 6NHV, as at token level.
+                del logits_c
+        elif whole_sequences:
+            # Chunks of whole sequences: a sequence's g needs only its own logps, so each chunk's gradient is known
+            # as soon as its logits are. One pass, 6NHV, as at token level.
             weights = _aggregation_weights(mask_f, cfg)
+            logps = logp.view(b, t)
             rows = chunk // t
             for r in range(0, b, rows):
                 s, e = r * t, min(r + rows, b) * t
-                logits_c = _linear(hidden[s:e], weight, bias)
-                lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True)
-                g_c = _sequence_chunk_grad(logps, mask_f, advantages, old_logps, ref_logps, weights, cfg,
-                                           slice(r, r + rows))  # fmt: skip
-                backprop_chunk(kernels.row_grad(logits_c, ids[s:e], lse[s:e], g_c, temperature, out=logits_c), s, e)
-                del logits_c
-            loss, metrics = reference.policy_loss(logps, mask, advantages, old_logps, ref_logps, **cfg)
-        elif any_grad and not token_level:  # sequence level, a sequence spans chunks: a second pass (8NHV)
+                logits_c = head(s, e)
+                stats(s, e, logits_c)
+                g_c = _rows_objective_grad(logps, mask_f, advantages, data, weights, cfg, slice(r, r + rows))
+                dlogits = kernels.row_grad(logits_c, ids[s:e], lse[s:e], g_c, temperature, out=logits_c, **transform,
+                                           grad_entropy=None if entropy_w is None else entropy_w[s:e],
+                                           entropy=entropy[s:e])  # fmt: skip
+                backprop_chunk(dlogits, s, e)
+                del logits_c, dlogits
+        else:  # no gradient, or a first pass for the statistics every token's g needs
+            for s, e in _chunks(n, chunk):
+                stats(s, e, head(s, e))
+
+        logps, entropies = logp.view(b, t), entropy.view(b, t)
+        if any_grad and not (one_kernel or whole_sequences):
+            # A second pass over the recomputed logits (8NHV): g and d(loss)/d(entropy) by autograd through the
+            # reference's policy loss, which now has every logp and entropy.
             with torch.enable_grad():
                 leaf = logps.detach().requires_grad_()
-                loss, metrics = reference.policy_loss(leaf, mask, advantages, old_logps, ref_logps, **cfg)
-                (g,) = torch.autograd.grad(loss, leaf)
-            g = g.reshape(-1).to(torch.float32).contiguous()
+                entropy_leaf = entropies.detach().requires_grad_(bonus)
+                loss, metrics = reference.policy_loss(leaf, mask, advantages, old_logps, ref_logps, entropy_leaf,
+                                                      sampling_logps, is_ratio, **cfg)  # fmt: skip
+                leaves = [leaf, entropy_leaf] if bonus else [leaf]
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            flat = lambda g, like: (torch.zeros_like(like) if g is None else g).reshape(-1).float().contiguous()  # noqa: E731
+            g = flat(grads[0], leaf)
+            g_entropy = flat(grads[1], entropy_leaf) if bonus else None
             for s, e in _chunks(n, chunk):
-                logits_c = _linear(hidden[s:e], weight, bias)
-                backprop_chunk(kernels.row_grad(logits_c, ids[s:e], lse[s:e], g[s:e], temperature, out=logits_c), s, e)
+                logits_c = head(s, e)
+                dlogits = kernels.row_grad(logits_c, ids[s:e], lse[s:e], g[s:e], temperature, out=logits_c,
+                                           **transform, grad_entropy=None if g_entropy is None else g_entropy[s:e],
+                                           entropy=entropy[s:e])  # fmt: skip
+                backprop_chunk(dlogits, s, e)
+                del logits_c, dlogits
             loss = loss.detach()
         else:
-            loss, metrics = reference.policy_loss(logps, mask, advantages, old_logps, ref_logps, **cfg)
-        metrics["entropy"] = reference._global_masked_mean(entropy.view(b, t), mask_f)
+            loss, metrics = reference.policy_loss(logps, mask, advantages, old_logps, ref_logps, entropies,
+                                                  sampling_logps, is_ratio, **cfg)  # fmt: skip
+        metrics["entropy"] = reference._global_masked_mean(entropies, mask_f)
         metrics_out.update(metrics)
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -463,17 +596,16 @@ class _FusedLinearGRPO(torch.autograd.Function):
         ctx.grads = None  # one backward; free the buffers with it
         scaled = lambda g, dtype: None if g is None else g.mul_(grad_loss).to(dtype)
         grads = tuple(scaled(g, dtype) for g, dtype in zip((grad_h, grad_w, grad_b), ctx.dtypes, strict=True))
-        return grads + (None,) * 10
+        return grads + (None,) * 11
 
 
-def _fused_reference(
-    hidden, weight, bias, completion_ids, completion_mask, advantages, old_logps, ref_logps, temperature, config
-):
+def _fused_reference(hidden, weight, bias, completion_ids, completion_mask, advantages, data, temperature, transform,
+                     fp32_head, config):  # fmt: skip
+    if fp32_head and hidden.dtype != torch.float32:
+        hidden, weight, bias = hidden.float(), weight.float(), None if bias is None else bias.float()
     logits = hidden @ weight.t() if bias is None else hidden @ weight.t() + bias
-    return reference.grpo_loss(
-        logits, completion_ids.long(), completion_mask, advantages, old_logps, ref_logps, temperature=temperature,
-        **config,
-    )  # fmt: skip
+    return reference.grpo_loss(logits, completion_ids.long(), completion_mask, advantages, *data,
+                               temperature=temperature, **transform, **config)  # fmt: skip
 
 
 def _check_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -501,18 +633,27 @@ def fused_linear_grpo_loss(
     advantages: torch.Tensor,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
+    importance_sampling_ratio: torch.Tensor | None = None,
     *,
     bias: torch.Tensor | None = None,
     backend: str = "auto",
     chunk_size: int | None = None,
     temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
+    fp32_head: bool = False,
     **config: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO policy loss of the LM head's logits ``hidden @ weight.T + bias``, never holding a [B*T, V] tensor.
 
     hidden: [B, T, H] bf16/fp16/fp32 (row t predicts completion_ids[:, t]); weight: [V, H] (the LM head; tied
-    embeddings work), same dtype and device; bias: [V] or None. The other arguments and config as in
-    ``grpo_loss``. chunk_size: tokens per chunk (default: logits of a chunk <= 256 MiB and <= 1/8 of free memory).
+    embeddings work), same dtype and device; bias: [V] or None. logit_scale, logit_softcap: the model's transform
+    of the head's output (module docstring). The other arguments and config as in ``grpo_loss``.
+    chunk_size: tokens per chunk (default: logits of a chunk <= 256 MiB and <= 1/8 of free memory).
+    fp32_head: the logits in float32 from bf16/fp16 operands (lm_head_fp32: float32 accumulation and output, no
+    rounding to bf16 before the softmax), so the log-probs are those of an fp32 head; the backward GEMMs take
+    d(loss)/d(logits) rounded to the operands' dtype. Off by default (a chunk's logits take twice the bytes).
     Returns (scalar float32 loss, metrics incl. "entropy"); gradients of hidden / weight / bias in their dtypes (dW
     accumulated in float32). The reference backend materialises the logits (it is the specification).
     Raises TypeError / ValueError on bad input as ``grpo_loss``.
@@ -524,23 +665,23 @@ def fused_linear_grpo_loss(
     vocab = weight.shape[0]
     _check_loss_inputs(
         tuple(hidden.shape[:2]), hidden.device, vocab, completion_ids, completion_mask, advantages, old_logps,
-        ref_logps,
+        ref_logps, sampling_logps, importance_sampling_ratio,
     )  # fmt: skip
     _check_temperature(temperature)
+    transform = _transform(logit_scale, logit_softcap)
     cfg = _loss_config(config, ref_logps is not None)
+    data = (old_logps, ref_logps, sampling_logps, _per_sequence(importance_sampling_ratio))
     if not _use_triton(backend, hidden):
-        return _fused_reference(
-            hidden, weight, bias, completion_ids, completion_mask, advantages, old_logps, ref_logps, temperature,
-            config,
-        )  # fmt: skip
+        return _fused_reference(hidden, weight, bias, completion_ids, completion_mask, advantages, data, temperature,
+                                transform, fp32_head, config)  # fmt: skip
     b, t, h = hidden.shape
-    chunk = _chunk_size(b * t, vocab, hidden.dtype, hidden.device, chunk_size)
+    chunk = _chunk_size(b * t, vocab, torch.float32 if fp32_head else hidden.dtype, hidden.device, chunk_size)
     grad_on = torch.is_grad_enabled()
     wants = tuple(grad_on and x is not None and x.requires_grad for x in (hidden, weight, bias))
     metrics: dict[str, float] = {}
     loss = _FusedLinearGRPO.apply(
         hidden.reshape(b * t, h), weight, bias, completion_ids.reshape(-1).to(torch.int64).contiguous(),
-        completion_mask, advantages, old_logps, ref_logps, temperature, chunk, cfg, wants, metrics,
+        completion_mask, advantages, data, temperature, transform, fp32_head, chunk, cfg, wants, metrics,
     )  # fmt: skip
     return loss, metrics
 
@@ -553,16 +694,21 @@ def fused_linear_logprobs(
     *,
     bias: torch.Tensor | None = None,
     temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
     return_entropy: bool = False,
     backend: str = "auto",
     chunk_size: int | None = None,
+    fp32_head: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (and entropies) of softmax((hidden @ weight.T + bias) / temperature) at ``index``; no grad.
+    """Log-probs (and entropies) of softmax(transform(hidden @ weight.T + bias) / temperature) at ``index``; no grad.
 
     For the old-policy and reference-model log-probs. hidden: [..., H] float; weight: [V, H] same dtype/device;
-    bias: [V] or None; index: [...] integer in [0, V). Tokens are processed in chunks on every backend, so no
-    [tokens, V] tensor is ever allocated. Returns logps [...] float32 (float64 for float64 inputs on the
-    reference backend), and entropy [...] of the same dtype when return_entropy.
+    bias: [V] or None; index: [...] integer in [0, V); logit_scale, logit_softcap: the model's logit transform.
+    Tokens are processed in chunks on every backend, so no [tokens, V] tensor is ever allocated. fp32_head: the
+    logits in float32 from low-precision operands (see fused_linear_grpo_loss). Returns logps [...]
+    float32 (float64 for float64 inputs on the reference backend), and entropy [...] of the same dtype when
+    return_entropy.
     Raises TypeError / ValueError on bad input.
     """
     _check_float("hidden", hidden)
@@ -572,21 +718,22 @@ def fused_linear_logprobs(
     vocab = weight.shape[0]
     _check_index("index", index, tuple(hidden.shape[:-1]), vocab, hidden.device)
     _check_temperature(temperature)
+    transform = _transform(logit_scale, logit_softcap)
     use_triton = _use_triton(backend, hidden)
     rows = hidden.reshape(-1, hidden.shape[-1])
     ids = index.reshape(-1).to(torch.int64).contiguous()
     n = rows.shape[0]
-    chunk = _chunk_size(n, vocab, hidden.dtype, hidden.device, chunk_size)
+    chunk = _chunk_size(n, vocab, torch.float32 if fp32_head else hidden.dtype, hidden.device, chunk_size)
     out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     logp = torch.empty(n, dtype=out_dtype, device=hidden.device)
     entropy = torch.empty_like(logp) if return_entropy else None
     for s, e in _chunks(n, chunk):
-        logits_c = _linear(rows[s:e], weight, bias)
+        logits_c = _linear(rows[s:e], weight, bias, fp32_head)
         if use_triton:
-            _, logp[s:e], ent = _kernels().row_stats(logits_c, ids[s:e], temperature, return_entropy)
+            _, logp[s:e], ent = _kernels().row_stats(logits_c, ids[s:e], temperature, return_entropy, **transform)
         else:
-            logp[s:e] = reference.selective_log_softmax(logits_c, ids[s:e], temperature)
-            ent = reference.entropy_from_logits(logits_c, temperature) if return_entropy else None
+            logp[s:e] = reference.selective_log_softmax(logits_c, ids[s:e], temperature, **transform)
+            ent = reference.entropy_from_logits(logits_c, temperature, **transform) if return_entropy else None
         if return_entropy:
             entropy[s:e] = ent
     logp = logp.view(index.shape)
@@ -603,7 +750,9 @@ class GRPOLoss(nn.Module):
 
     ``GRPOLoss(loss_type="dapo", beta=0.04, temperature=0.9)(logits, ids, mask, adv, old_logps, ref_logps)`` runs
     ``grpo_loss``; passing ``weight=`` (and ``bias=``) makes the first argument the hidden states [B, T, H] and runs
-    ``fused_linear_grpo_loss``. The config is validated at construction. Returns (loss, metrics).
+    ``fused_linear_grpo_loss`` (with fp32_head). logit_scale / logit_softcap: the model's logit transform
+    (``r1fast.logit_transform.LogitTransform.from_config(model.config).kwargs()``). The config is validated at
+    construction. Returns (loss, metrics).
     """
 
     def __init__(
@@ -611,18 +760,22 @@ class GRPOLoss(nn.Module):
         *,
         backend: str = "auto",
         temperature: float = 1.0,
+        logit_scale: float = 1.0,
+        logit_softcap: float | None = None,
         chunk_size: int | None = None,
         inplace_backward: bool = False,
+        fp32_head: bool = False,
         **config: Any,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         _check_temperature(temperature)
+        self.transform = _transform(logit_scale, logit_softcap)
         # beta != 0 needs ref_logps at call time; validate the rest now.
         _loss_config(config, ref_logps_given=True)
         self.backend, self.temperature, self.chunk_size = backend, temperature, chunk_size
-        self.inplace_backward = inplace_backward
+        self.inplace_backward, self.fp32_head = inplace_backward, fp32_head
         self.config = dict(config)
 
     def forward(
@@ -633,22 +786,25 @@ class GRPOLoss(nn.Module):
         advantages: torch.Tensor,
         old_logps: torch.Tensor | None = None,
         ref_logps: torch.Tensor | None = None,
+        sampling_logps: torch.Tensor | None = None,
+        importance_sampling_ratio: torch.Tensor | None = None,
         *,
         weight: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        common = dict(backend=self.backend, temperature=self.temperature, **self.config)
+        common = dict(backend=self.backend, temperature=self.temperature, **self.transform, **self.config)
         if weight is None:
             if bias is not None:
                 raise ValueError("bias given without weight: pass weight= to use the fused LM-head path")
             return grpo_loss(
-                input, completion_ids, completion_mask, advantages, old_logps, ref_logps,
-                inplace_backward=self.inplace_backward, **common,
+                input, completion_ids, completion_mask, advantages, old_logps, ref_logps, sampling_logps,
+                importance_sampling_ratio, inplace_backward=self.inplace_backward, **common,
             )  # fmt: skip
         return fused_linear_grpo_loss(
-            input, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps, bias=bias,
-            chunk_size=self.chunk_size, **common,
+            input, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps, sampling_logps,
+            importance_sampling_ratio, bias=bias, chunk_size=self.chunk_size, fp32_head=self.fp32_head, **common,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}, temperature={self.temperature}, config={self.config}"
+        transform = "".join(f", {k}={v}" for k, v in self.transform.items() if v not in (1.0, None))
+        return f"backend={self.backend!r}, temperature={self.temperature}{transform}, config={self.config}"

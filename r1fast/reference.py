@@ -14,8 +14,10 @@ import math
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
 CLIP_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")  # PPO-style two-sided clip of the ratio
+TOKEN_SUM_LOSS_TYPES = ("dapo", "cispo", "vespo")  # aggregated over the generation batch's completion tokens
+VLLM_IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 KL_KINDS = ("k1", "k2", "k3")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -32,21 +34,51 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / temperature) at the sampled token.
+def transform_logits(
+    logits: torch.Tensor, logit_scale: float = 1.0, logit_softcap: float | None = None
+) -> torch.Tensor:
+    """The model's own transform of its LM head's output, applied before temperature (as its generation does).
+
+    logit_scale multiplies (Cohere's config.logit_scale; Granite divides by config.logits_scaling, a scale of 1/x);
+    logit_softcap caps softly, cap * tanh(x / cap) (Gemma2/Gemma3's config.final_logit_softcapping), after the scale.
+    logits: [..., V] float. Returns [..., V] in logits' dtype. r1fast.logit_transform reads both from a model config.
+    """
+    if logit_scale != 1.0:
+        logits = logits * logit_scale
+    if logit_softcap is not None:
+        logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    return logits
+
+
+def _scores(logits: torch.Tensor, temperature: float, logit_scale: float, logit_softcap: float | None) -> torch.Tensor:
+    """z = transform_logits(logits) / temperature in the compute dtype: the sampling distribution is softmax(z)."""
+    return transform_logits(logits.to(_compute_dtype(logits)), logit_scale, logit_softcap) / temperature
+
+
+def selective_log_softmax(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
+) -> torch.Tensor:
+    """log softmax(transform_logits(logits) / temperature) at the sampled token.
 
     logits: [..., V] float; index: [...] int64 in [0, V). Returns [...] in float32 (float64 for float64 logits).
     """
-    z = logits.to(_compute_dtype(logits)) / temperature
+    z = _scores(logits, temperature, logit_scale, logit_softcap)
     return z.gather(-1, index.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature): H = logsumexp(z) - sum_v p_v z_v.
+def entropy_from_logits(
+    logits: torch.Tensor, temperature: float = 1.0, *, logit_scale: float = 1.0, logit_softcap: float | None = None
+) -> torch.Tensor:
+    """Entropy of softmax(z), z = transform_logits(logits) / temperature: H = logsumexp(z) - sum_v p_v z_v.
 
     logits: [..., V] float. Returns [...] in float32 (float64 for float64 logits).
     """
-    z = logits.to(_compute_dtype(logits)) / temperature
+    z = _scores(logits, temperature, logit_scale, logit_softcap)
     p = torch.softmax(z, dim=-1)
     return torch.logsumexp(z, dim=-1) - (p * z).sum(-1)
 
@@ -80,8 +112,18 @@ def check_loss_config(
     epsilon_high: float | None,
     delta: float | None,
     ref_logps_given: bool,
+    *,
+    top_entropy_quantile: float = 1.0,
+    off_policy_mask_threshold: float | None = None,
+    entropy_coef: float = 0.0,
 ) -> None:
     """Raise ValueError for a configuration TRL would reject or that has no meaning."""
+    if not 0.0 <= top_entropy_quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile must be in [0, 1], got {top_entropy_quantile}")
+    if off_policy_mask_threshold is not None and not math.isfinite(off_policy_mask_threshold):
+        raise ValueError(f"off_policy_mask_threshold must be a finite number or None, got {off_policy_mask_threshold}")
+    if not math.isfinite(entropy_coef):
+        raise ValueError(f"entropy_coef must be a finite number, got {entropy_coef}")
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
@@ -151,16 +193,18 @@ def aggregate_loss(
     max_completion_length: int | None,
     num_items_in_batch: float | torch.Tensor | None,
     gradient_accumulation_steps: int,
-    steps_per_generation: int,
+    steps_per_generation: int | None,
     num_processes: int,
 ) -> torch.Tensor:
     """Reduce the masked per-token loss [B, T] to a scalar, as each loss type's paper (and TRL) prescribes.
 
     grpo, sapo: mean over sequences of the per-sequence token mean.  bnpo: mean over the batch's tokens.
     dr_grpo: sum / (B * max_completion_length).  luspo: mean over sequences of the per-sequence token sum.
-    dapo, cispo: sum / (num_items_in_batch / num_processes * gradient_accumulation_steps / steps_per_generation),
-    num_items_in_batch being the completion tokens of the whole generation batch (default: this batch's).
-    All but dapo/cispo are divided by gradient_accumulation_steps.
+    dapo, cispo, vespo: sum / (num_items_in_batch / num_processes * gradient_accumulation_steps /
+    steps_per_generation),
+    num_items_in_batch being the completion tokens of the whole generation batch (default: this batch's),
+    steps_per_generation None meaning gradient_accumulation_steps (TRL's default). dr_grpo's max_completion_length
+    None means T. All but dapo/cispo are divided by gradient_accumulation_steps.
     """
     masked = per_token_loss * mask
     gas = gradient_accumulation_steps
@@ -173,14 +217,94 @@ def aggregate_loss(
         return masked.sum() / (per_token_loss.size(0) * length) / gas
     if loss_type == "luspo":
         return masked.sum(-1).mean() / gas
-    # dapo, cispo
+    # dapo, cispo, vespo
     items = (
         mask.sum()
         if num_items_in_batch is None
         else torch.as_tensor(num_items_in_batch, dtype=mask.dtype, device=mask.device)
     )
-    normalizer = items.clamp(min=1.0) / num_processes * gas / steps_per_generation
+    steps = gas if steps_per_generation is None else steps_per_generation
+    normalizer = items.clamp(min=1.0) / num_processes * gas / steps
     return masked.sum() / normalizer
+
+
+def high_entropy_mask(entropies: torch.Tensor, mask: torch.Tensor, top_entropy_quantile: float) -> torch.Tensor:
+    """TRL's entropy mask (top_entropy_quantile; "Beyond the 80/20 Rule"): the policy gradient flows only through the
+    tokens whose entropy is at least the (1 - q) quantile (torch.quantile, linear interpolation) of the batch's
+    completion-token entropies. entropies, mask: [B, T]. Returns [B, T] bool, False on padding (everywhere when no
+    token is a completion token). One process's batch: TRL gathers every process's tokens for the quantile.
+    """
+    valid = mask.bool()
+    tokens = entropies.detach()[valid]
+    if tokens.numel() == 0:
+        return torch.zeros_like(valid)
+    threshold = torch.quantile(tokens, 1.0 - top_entropy_quantile)
+    return ((entropies.detach() * mask) >= threshold) & valid
+
+
+def off_policy_mask(
+    advantages: torch.Tensor, logps: torch.Tensor, sampling_logps: torch.Tensor, mask: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """DeepSeek-V3.2's off-policy sequence mask (TRL's off_policy_mask_threshold): a sequence with a negative
+    advantage is dropped when its mean per-token log pi_sampler - log pi_theta (a KL estimate, NaN counted as 0)
+    exceeds the threshold. advantages: [B, 1] or [B, T]; logps, sampling_logps, mask: [B, T]. Returns the keep mask,
+    [B, 1] (or [B, T]) in mask's dtype, without gradient.
+    """
+    kl = torch.nan_to_num(sampling_logps - logps.detach(), nan=0.0)
+    mean_kl = (kl * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+    return ((advantages >= 0) | (mean_kl <= threshold)).to(mask.dtype)
+
+
+@torch.no_grad()
+def vespo_weights(
+    advantages: torch.Tensor,
+    log_ratio: torch.Tensor,
+    mask: torch.Tensor,
+    importance_sampling_ratio: torch.Tensor | None,
+    *,
+    k_pos: float,
+    lambda_pos: float,
+    k_neg: float,
+    lambda_neg: float,
+) -> torch.Tensor:
+    """VESPO's gamma weight of the sequence ratio, phi(w) = e^lambda w^k e^(-lambda w) (phi(1) = 1), in log space and
+    without gradient; w = exp(sum over the completion of the clamped log pi_theta / pi_old), times the sampler
+    correction's ratio when given. k, lambda by the advantage's sign (TRL's vespo_k_pos, ...). advantages: [B, 1];
+    log_ratio, mask: [B, T]; importance_sampling_ratio: [B, T] or [B, 1]. Returns [B, 1].
+    """
+    lower = math.log(1e-8)
+    log_w = (log_ratio.clamp(-20.0, 20.0) * mask).sum(-1, keepdim=True)
+    if importance_sampling_ratio is not None:
+        log_w = log_w + torch.log(importance_sampling_ratio).clamp(lower, 20.0).sum(-1, keepdim=True)
+    log_w = log_w.clamp(lower, 20.0)
+    nonneg = advantages >= 0
+    k = torch.where(nonneg, k_pos, k_neg)
+    lam = torch.where(nonneg, lambda_pos, lambda_neg).clamp(min=1e-4)
+    return torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def vllm_importance_sampling_ratio(
+    old_logps: torch.Tensor,
+    sampling_logps: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "sequence_mask",
+    clip_min: float | None = None,
+    clip_max: float | None = 3.0,
+) -> torch.Tensor:
+    """The train/inference mismatch correction TRL applies with vLLM (vllm_importance_sampling_mode, _clip_min,
+    _clip_max): the ratio pi_old / pi_sampler per token (token_*) or per sequence (sequence_*: the product over the
+    completion), truncated to [clip_min, clip_max] (*_truncate) or set to 0 outside it (*_mask). A sampler log-prob
+    of NaN counts as no mismatch. old_logps, sampling_logps, mask: [B, T]. Returns [B, T] or [B, 1].
+    """
+    if mode not in VLLM_IMPORTANCE_SAMPLING_MODES:
+        raise ValueError(f"mode must be one of {VLLM_IMPORTANCE_SAMPLING_MODES}, got {mode!r}")
+    diff = torch.nan_to_num((old_logps - sampling_logps) * mask, nan=0.0)
+    ratio = torch.exp(diff.sum(-1, keepdim=True) if mode.startswith("sequence") else diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    low = -math.inf if clip_min is None else clip_min
+    high = math.inf if clip_max is None else clip_max
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
 
 
 def per_token_objective(
@@ -199,17 +323,29 @@ def per_token_objective(
     use_bias_correction_kl: bool,
     sapo_temperature_pos: float,
     sapo_temperature_neg: float,
+    importance_sampling_ratio: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
+    off_policy_mask_threshold: float | None = None,
+    entropy_mask: torch.Tensor | None = None,
+    vespo_k_pos: float = 2.0,
+    vespo_lambda_pos: float = 3.0,
+    vespo_k_neg: float = 3.0,
+    vespo_lambda_neg: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The per-token loss of policy_loss before aggregation: surrogate + beta * k3 KL.
+    """The per-token loss of policy_loss before aggregation, in TRL's order: the surrogate (vespo: -phi * A * logp),
+    times the off-policy sequence mask, the entropy mask and the sampler correction's importance_sampling_ratio
+    (not for vespo, whose phi takes it), plus beta * k3 KL.
 
-    logps, mask, old_logps, ref_logps: [B, T] in logps' dtype (old_logps None = on-policy); advantages: [B, 1] or
-    [B, T]. Returns (per_token_loss [B, T] (or [B, 1] at sequence level with beta == 0), coef_1 after the delta
-    clamp, kl [B, T] or None). At token level each token's loss depends on that token's logp only.
+    logps, mask, old_logps, ref_logps, sampling_logps: [B, T] in logps' dtype (old_logps None = on-policy;
+    sampling_logps None = old_logps); advantages: [B, 1] or [B, T]; importance_sampling_ratio: [B, T] or [B, 1];
+    entropy_mask: [B, T] (high_entropy_mask). Returns (per_token_loss [B, T] (or [B, 1] at sequence level with no
+    per-token factor), coef_1 after the delta clamp, kl [B, T] or None). At token level, without the off-policy
+    mask and for loss types other than vespo, each token's loss depends on that token's logp only.
     """
     if old_logps is None:
         old_logps = logps.detach()
-    log_weights = importance_log_weights(logps - old_logps, mask, importance_sampling_level)
-    coef_1 = torch.exp(log_weights)
+    log_ratio = logps - old_logps
+    coef_1 = torch.exp(importance_log_weights(log_ratio, mask, importance_sampling_level))
 
     kl = None
     if beta != 0.0:
@@ -217,17 +353,29 @@ def per_token_objective(
         if use_bias_correction_kl:
             kl = kl * coef_1
 
-    per_token_loss, coef_1 = per_token_policy_loss(
-        logps,
-        coef_1,
-        advantages,
-        loss_type=loss_type,
-        epsilon_low=epsilon_low,
-        epsilon_high=epsilon_high,
-        delta=delta,
-        sapo_temperature_pos=sapo_temperature_pos,
-        sapo_temperature_neg=sapo_temperature_neg,
-    )
+    if loss_type == "vespo":
+        phi = vespo_weights(advantages, log_ratio.detach(), mask, importance_sampling_ratio, k_pos=vespo_k_pos,
+                            lambda_pos=vespo_lambda_pos, k_neg=vespo_k_neg, lambda_neg=vespo_lambda_neg)  # fmt: skip
+        per_token_loss = -phi * advantages * logps
+    else:
+        per_token_loss, coef_1 = per_token_policy_loss(
+            logps,
+            coef_1,
+            advantages,
+            loss_type=loss_type,
+            epsilon_low=epsilon_low,
+            epsilon_high=epsilon_high,
+            delta=delta,
+            sapo_temperature_pos=sapo_temperature_pos,
+            sapo_temperature_neg=sapo_temperature_neg,
+        )
+    if off_policy_mask_threshold is not None:
+        sampled = old_logps if sampling_logps is None else sampling_logps
+        per_token_loss = per_token_loss * off_policy_mask(advantages, logps, sampled, mask, off_policy_mask_threshold)
+    if entropy_mask is not None:
+        per_token_loss = per_token_loss * entropy_mask
+    if importance_sampling_ratio is not None and loss_type != "vespo":
+        per_token_loss = per_token_loss * importance_sampling_ratio
     if kl is not None:
         per_token_loss = per_token_loss + beta * kl
     return per_token_loss, coef_1, kl
@@ -251,12 +399,25 @@ def _nan_extreme(x: torch.Tensor, fn) -> float:
     return float("nan") if x.numel() == 0 else fn(x).item()
 
 
+def entropy_bonus(
+    entropies: torch.Tensor, mask: torch.Tensor, entropy_mask: torch.Tensor | None, gradient_accumulation_steps: int
+) -> torch.Tensor:
+    """The mean entropy of the tokens the policy gradient acts on (mask, times the entropy mask when there is one),
+    divided by gradient_accumulation_steps: TRL's entropy bonus is loss - entropy_coef * this. entropies, mask:
+    [B, T]. Returns a scalar."""
+    effective = mask if entropy_mask is None else mask * entropy_mask
+    return (entropies * effective).sum() / effective.sum().clamp(min=1.0) / gradient_accumulation_steps
+
+
 def policy_loss(
     logps: torch.Tensor,
     completion_mask: torch.Tensor,
     advantages: torch.Tensor,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
+    entropies: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
+    importance_sampling_ratio: torch.Tensor | None = None,
     *,
     loss_type: str = "dapo",
     beta: float = 0.0,
@@ -264,32 +425,55 @@ def policy_loss(
     epsilon_high: float | None = None,
     delta: float | None = None,
     importance_sampling_level: str = "token",
-    max_completion_length: int | None = None,
+    max_completion_length: int | None = 512,
     num_items_in_batch: float | torch.Tensor | None = None,
     gradient_accumulation_steps: int = 1,
-    steps_per_generation: int = 1,
+    steps_per_generation: int | None = None,
     num_processes: int = 1,
-    use_bias_correction_kl: bool = False,
+    use_bias_correction_kl: bool = True,
     sapo_temperature_pos: float = 1.0,
     sapo_temperature_neg: float = 1.05,
+    top_entropy_quantile: float = 1.0,
+    off_policy_mask_threshold: float | None = None,
+    entropy_coef: float = 0.0,
+    vespo_k_pos: float = 2.0,
+    vespo_lambda_pos: float = 3.0,
+    vespo_k_neg: float = 3.0,
+    vespo_lambda_neg: float = 2.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO's clipped-ratio policy loss with a per-token k3 KL penalty, as TRL 1.16 computes it in training mode.
 
     logps: [B, T] log-probs of the completion tokens under the policy (differentiable).
     completion_mask: [B, T], 1 for completion tokens, 0 for padding (any float or int/bool dtype).
     advantages: [B] or [B, 1] (or [B, T]); old_logps, ref_logps: [B, T] or None. old_logps None means on-policy
-    (old = logps.detach()); ref_logps is needed when beta != 0.
+    (old = logps.detach()); ref_logps is needed when beta != 0. entropies: [B, T], the policy's per-token entropies
+    (differentiable for the entropy bonus), needed when top_entropy_quantile < 1 or entropy_coef != 0.
+    sampling_logps: [B, T], the sampler's log-probs, read by the off-policy mask (default: old_logps).
+    importance_sampling_ratio: [B, T] or [B, 1], the sampler correction (vllm_importance_sampling_ratio) that
+    multiplies the per-token policy loss (vespo: enters phi).
+    Options, TRL's names: loss_type (vespo with vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg),
+    top_entropy_quantile (high_entropy_mask), off_policy_mask_threshold (off_policy_mask), entropy_coef (loss -
+    entropy_coef * entropy_bonus). Every option named as in TRL 1.16's GRPOConfig has TRL's default and meaning
+    (use_bias_correction_kl True, max_completion_length 512, steps_per_generation None = gradient_accumulation_steps).
     Returns (scalar loss in logps' dtype, metrics): kl (beta != 0), clip_ratio/{low,high,region}_mean,
-    clip_ratio/low_min, clip_ratio/high_max (clip loss types), cispo_clip_ratio (cispo).
+    clip_ratio/low_min, clip_ratio/high_max (clip loss types), cispo_clip_ratio (cispo), vespo/phi_seq_mean (vespo),
+    policy_loss (entropy_coef != 0: the loss before the bonus, TRL's scale).
     Raises ValueError on an unknown loss_type / importance_sampling_level or a meaningless config value.
     """
-    check_loss_config(loss_type, importance_sampling_level, beta, epsilon, epsilon_high, delta, ref_logps is not None)
+    check_loss_config(loss_type, importance_sampling_level, beta, epsilon, epsilon_high, delta, ref_logps is not None,
+                      top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=off_policy_mask_threshold,
+                      entropy_coef=entropy_coef)  # fmt: skip
+    if entropies is None and (top_entropy_quantile < 1.0 or entropy_coef != 0.0):
+        raise ValueError("top_entropy_quantile < 1 and entropy_coef != 0 need the per-token entropies")
     mask = completion_mask.to(logps.dtype)
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     advantages = advantages.to(logps.dtype)
     epsilon_low = epsilon
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    entropy_mask = high_entropy_mask(entropies, mask, top_entropy_quantile) if top_entropy_quantile < 1.0 else None
+    vespo = dict(vespo_k_pos=vespo_k_pos, vespo_lambda_pos=vespo_lambda_pos, vespo_k_neg=vespo_k_neg,
+                 vespo_lambda_neg=vespo_lambda_neg)  # fmt: skip
 
     per_token_loss, coef_1, kl = per_token_objective(
         logps,
@@ -306,6 +490,11 @@ def policy_loss(
         use_bias_correction_kl=use_bias_correction_kl,
         sapo_temperature_pos=sapo_temperature_pos,
         sapo_temperature_neg=sapo_temperature_neg,
+        importance_sampling_ratio=importance_sampling_ratio,
+        sampling_logps=sampling_logps,
+        off_policy_mask_threshold=off_policy_mask_threshold,
+        entropy_mask=entropy_mask,
+        **vespo,
     )
 
     loss = aggregate_loss(
@@ -320,6 +509,11 @@ def policy_loss(
     )
 
     metrics: dict[str, float] = {}
+    if entropy_coef != 0.0:
+        # TRL logs the policy term as it stands before the accumulation divisor (after it for the token-sum types).
+        scale = 1 if loss_type in TOKEN_SUM_LOSS_TYPES else gradient_accumulation_steps
+        metrics["policy_loss"] = (loss.detach() * scale).item()
+        loss = loss - entropy_coef * entropy_bonus(entropies, mask, entropy_mask, gradient_accumulation_steps)
     with torch.no_grad():
         if kl is not None:
             metrics["kl"] = _global_masked_mean(kl, mask)
@@ -335,6 +529,12 @@ def policy_loss(
         elif loss_type == "cispo":
             clipped = ((coef_1 > epsilon_high) & (advantages > 0)).to(mask.dtype)
             metrics["cispo_clip_ratio"] = _global_masked_mean(clipped, mask)
+        elif loss_type == "vespo":
+            log_ratio = logps.detach() - (logps.detach() if old_logps is None else old_logps)
+            phi = vespo_weights(advantages, log_ratio, mask, importance_sampling_ratio, k_pos=vespo_k_pos,
+                                lambda_pos=vespo_lambda_pos, k_neg=vespo_k_neg,
+                                lambda_neg=vespo_lambda_neg)  # fmt: skip
+            metrics["vespo/phi_seq_mean"] = _global_masked_mean(phi, mask)
     return loss, metrics
 
 
@@ -345,21 +545,29 @@ def grpo_loss(
     advantages: torch.Tensor,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
+    importance_sampling_ratio: torch.Tensor | None = None,
     *,
     temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    logit_softcap: float | None = None,
     **config,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """selective_log_softmax + policy_loss, with the entropy metric.
+    """selective_log_softmax and entropy_from_logits, then policy_loss, with the entropy metric.
 
     logits: [B, T, V], row t scores completion_ids[:, t] (TRL's convention after slicing off the prompt and the
-    last position). completion_ids: [B, T] int64; completion_mask: [B, T]; the rest as in policy_loss.
-    Returns (loss, metrics) with metrics["entropy"] added: the token mean of the entropy of softmax(logits / T).
+    last position), as the LM head outputs them: logit_scale and logit_softcap are the model's transform_logits.
+    completion_ids: [B, T] int64; completion_mask: [B, T]; the rest as in policy_loss (the entropies are these
+    logits', differentiable when the entropy bonus is on).
+    Returns (loss, metrics) with metrics["entropy"] added: the token mean of the entropy of softmax(z / T).
     """
-    logps = selective_log_softmax(logits, completion_ids, temperature)
-    loss, metrics = policy_loss(logps, completion_mask, advantages, old_logps, ref_logps, **config)
-    with torch.no_grad():
-        entropy = entropy_from_logits(logits.detach(), temperature)
-        metrics["entropy"] = _global_masked_mean(entropy, completion_mask.to(entropy.dtype))
+    transform = dict(logit_scale=logit_scale, logit_softcap=logit_softcap)
+    logps = selective_log_softmax(logits, completion_ids, temperature, **transform)
+    bonus = config.get("entropy_coef", 0.0) != 0.0
+    entropy = entropy_from_logits(logits if bonus else logits.detach(), temperature, **transform)
+    loss, metrics = policy_loss(logps, completion_mask, advantages, old_logps, ref_logps, entropy, sampling_logps,
+                                importance_sampling_ratio, **config)  # fmt: skip
+    metrics["entropy"] = _global_masked_mean(entropy.detach(), completion_mask.to(entropy.dtype))
     return loss, metrics
 
 

@@ -71,21 +71,30 @@ compile_("store_kv", kv_store._store_kv_kernel, types,
 block, warps = gl.row_block(151_936)
 for dtype in (torch.bfloat16, torch.float16, torch.float32):
     io = "*" + names[dtype]
+    transform = dict(logit_scale="fp32", softcap="fp32", inv_temperature="fp32")
     rows = dict(logits_ptr=io, stride_b="i64", stride_t="i64", index_ptr="*i64", lse_ptr="*fp32", logp_ptr="*fp32",
-                entropy_ptr="*fp32", inv_temperature="fp32")
-    for with_entropy in (False, True):
-        compile_(f"row_stats {names[dtype]} entropy={with_entropy}", gl._row_stats_kernel, rows,
-                 dict(WITH_ENTROPY=with_entropy, BLOCK_V=block), warps)
+                entropy_ptr="*fp32", **transform)
+    for with_entropy, softcap in ((False, False), (True, False), (True, True)):
+        compile_(f"row_stats {names[dtype]} entropy={with_entropy} softcap={softcap}", gl._row_stats_kernel, rows,
+                 dict(WITH_ENTROPY=with_entropy, HAS_SOFTCAP=softcap, BLOCK_V=block), warps)
     grad = dict(logits_ptr=io, stride_b="i64", stride_t="i64", out_ptr=io, out_stride_b="i64", out_stride_t="i64",
-                index_ptr="*i64", lse_ptr="*fp32", grad_logp_ptr="*fp32", inv_temperature="fp32")
-    compile_(f"row_grad {names[dtype]}", gl._row_grad_kernel, grad, dict(BLOCK_V=block), warps)
+                index_ptr="*i64", lse_ptr="*fp32", grad_logp_ptr="*fp32", grad_entropy_ptr="*fp32",
+                entropy_ptr="*fp32", **transform)
+    for softcap, entropy_grad in ((False, False), (True, False), (True, True)):
+        compile_(f"row_grad {names[dtype]} softcap={softcap} entropy_grad={entropy_grad}", gl._row_grad_kernel, grad,
+                 dict(HAS_SOFTCAP=softcap, HAS_ENTROPY_GRAD=entropy_grad, BLOCK_V=block), warps)
     fused = dict(logits_ptr=io, stride_row="i64", index_ptr="*i64", lse_ptr="*fp32", logp_ptr="*fp32",
                  entropy_ptr="*fp32", adv_ptr="*fp32", weight_ptr="*fp32", old_ptr="*fp32", ref_ptr="*fp32",
-                 **{name: "fp32" for name in ("inv_temperature", "eps_low", "eps_high", "delta", "beta", "tau_pos",
-                                              "tau_neg")})
+                 is_ratio_ptr="*fp32", entropy_weight_ptr="*fp32",
+                 **transform, **{name: "fp32" for name in ("eps_low", "eps_high", "delta", "beta", "tau_pos",
+                                                           "tau_neg")})
     for loss in (gl.LOSS_CLIP, gl.LOSS_CISPO, gl.LOSS_SAPO):
-        for has_old, has_kl in ((False, False), (True, True)):
-            flags = dict(LOSS=loss, HAS_OLD=has_old, HAS_DELTA=has_kl, HAS_KL=has_kl, BIAS_CORRECTION=has_kl)
+        # plain; off-policy with a KL; and (clip only) with everything: softcap, IS ratio, entropy bonus
+        for has_old, has_kl, extras in ((False, False, False), (True, True, False), (True, True, True)):
+            if extras and loss != gl.LOSS_CLIP:
+                continue
+            flags = dict(LOSS=loss, HAS_OLD=has_old, HAS_DELTA=has_kl, HAS_KL=has_kl, BIAS_CORRECTION=has_kl,
+                         HAS_IS_RATIO=extras, HAS_ENTROPY_GRAD=extras, HAS_SOFTCAP=extras)
             compile_(f"row_loss_grad {names[dtype]} {flags}", gl._row_loss_grad_kernel, fused,
                      dict(flags, BLOCK_V=block), warps)
 
@@ -106,7 +115,7 @@ def test_every_kernel_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(report) == 41, sorted(report)  # every case above compiled
+    assert len(report) == 53, sorted(report)  # every case above compiled
     clean = " 0 bytes spill stores, 0 bytes spill loads"
     spilling = {k: v for k, v in report.items() if not v or any(clean not in line for line in v)}
     assert not spilling, spilling

@@ -43,7 +43,16 @@ def ragged_mask(b: int, t: int) -> torch.Tensor:
     return mask
 
 
-def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor | None = None, margin: bool = False):
+# The models' logit transforms (r1fast.logit_transform): Granite-like scale, Gemma2-like softcap, both (Muse-like).
+TRANSFORMS = [dict(logit_scale=0.125), dict(logit_softcap=1.5), dict(logit_scale=2.5, logit_softcap=4.0)]
+
+
+def transform_id(transform: dict) -> str:
+    return "-".join(f"{k.removeprefix('logit_')}{v}" for k, v in transform.items())
+
+
+def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor | None = None, margin: bool = False,
+                **transform):  # fmt: skip
     """ids, mask, advantages, old_logps, ref_logps near the policy's own log-probs (so some ratios clip).
 
     margin: old_logps = logps + a per-sequence offset in {+-0.05, +-0.5}, so every importance ratio (token or
@@ -55,7 +64,7 @@ def loss_inputs(b: int, t: int, v: int, temperature: float, logits: torch.Tensor
     if logits is None:
         base = -torch.rand(b, t, dtype=torch.float64) * 5
     else:
-        base = reference.selective_log_softmax(logits.double(), ids, temperature)
+        base = reference.selective_log_softmax(logits.double(), ids, temperature, **transform)
     if margin:
         offsets = torch.tensor([-0.5, -0.05, 0.05, 0.5], dtype=base.dtype)[torch.randint(0, 4, (b, 1))]
         old = (base + offsets).float()
@@ -80,20 +89,56 @@ def configs():
                 yield pytest.param(cfg, id=f"{loss_type}-{level}-beta{beta}")
 
 
-def check_grpo_loss(cfg: dict, dtype: torch.dtype, b: int, t: int, v: int, logits_base: torch.Tensor | None = None):
+# TRL's options beyond the loss types, each with the per-token inputs it reads: "is_token" / "is_sequence" pass an
+# importance_sampling_ratio of shape [B, T] / [B, 1] (the sampler correction), "sampling" the sampler's log-probs.
+OPTION_CASES = [
+    pytest.param(dict(loss_type="dapo"), "is_token", id="is-ratio-token"),
+    pytest.param(dict(loss_type="grpo", importance_sampling_level="sequence"), "is_sequence", id="is-ratio-sequence"),
+    pytest.param(dict(loss_type="dapo", off_policy_mask_threshold=0.05), "sampling", id="off-policy-mask"),
+    pytest.param(dict(loss_type="bnpo", off_policy_mask_threshold=0.0), None, id="off-policy-mask-old"),
+    pytest.param(dict(loss_type="grpo", top_entropy_quantile=0.4), None, id="entropy-mask"),
+    pytest.param(dict(loss_type="dapo", entropy_coef=0.05), "is_token", id="entropy-bonus"),
+    pytest.param(dict(loss_type="luspo", top_entropy_quantile=0.6, entropy_coef=0.1), None, id="entropy-mask-bonus"),
+    pytest.param(dict(loss_type="vespo"), None, id="vespo"),
+    pytest.param(dict(loss_type="vespo", vespo_k_pos=1.5, vespo_lambda_neg=2.5), "is_token", id="vespo-is-ratio"),
+]
+
+
+def option_inputs(kind: str | None, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-token inputs of an OPTION_CASES case, near the policy's log-probs logps [B, T]."""
+    b, t = logps.shape
+    if kind == "is_token":
+        return {"importance_sampling_ratio": (torch.rand(b, t) * 1.5 + 0.25)}
+    if kind == "is_sequence":
+        return {"importance_sampling_ratio": (torch.rand(b, 1) * 1.5 + 0.25)}
+    if kind == "sampling":
+        return {"sampling_logps": (logps.double() + 0.5 * torch.randn(b, t, dtype=torch.float64)).float()}
+    return {}
+
+
+def option_tolerance(cfg: dict) -> float:
+    """vespo's phi is exp of a sum of log ratios times k and lambda: float32 log-probs carry ~1e-5 of relative error
+    into it (TRL computes it in float32 too)."""
+    return 1e-4 if cfg.get("loss_type") == "vespo" else 0.0
+
+
+def check_grpo_loss(cfg: dict, dtype: torch.dtype, b: int, t: int, v: int, logits_base: torch.Tensor | None = None,
+                    kind: str | None = None):  # fmt: skip
     temperature = cfg["temperature"]
     logits32 = torch.randn(b, t, v) * 2 if logits_base is None else logits_base
     logits = logits32.to(dtype).requires_grad_()
-    ids, mask, adv, old, ref = loss_inputs(b, t, v, temperature, logits.detach())
+    transform = {k: v for k, v in cfg.items() if k.startswith("logit_")}
+    ids, mask, adv, old, ref = loss_inputs(b, t, v, temperature, logits.detach(), **transform)
     ref_logps = ref if cfg["beta"] else None
+    extra = option_inputs(kind, old)
 
     exact = logits.detach().double().requires_grad_()
-    want_loss, want_metrics = reference.grpo_loss(exact, ids, mask, adv, old, ref_logps, **cfg)
+    want_loss, want_metrics = reference.grpo_loss(exact, ids, mask, adv, old, ref_logps, **extra, **cfg)
     want_loss.backward()
 
-    loss, metrics = r1fast.grpo_loss(logits, ids, mask, adv, old, ref_logps, backend="triton", **cfg)
+    loss, metrics = r1fast.grpo_loss(logits, ids, mask, adv, old, ref_logps, **extra, backend="triton", **cfg)
     loss.backward()
-    tol_loss, tol_grad = TOL[dtype]
+    tol_loss, tol_grad = (max(tol, option_tolerance(cfg)) for tol in TOL[dtype])
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(want_loss.item(), rel=tol_loss, abs=1e-6)
     assert_metrics_close(metrics, want_metrics, 1e-5)
@@ -111,6 +156,49 @@ def test_grpo_loss_matches_reference_fp32(cfg, seed):
 def test_grpo_loss_matches_reference_bf16(loss_type, level, seed):
     cfg = dict(loss_type=loss_type, importance_sampling_level=level, beta=0.04, temperature=1.3)
     check_grpo_loss(cfg, torch.bfloat16, b=3, t=4, v=67)
+
+
+@pytest.mark.parametrize("options, kind", OPTION_CASES)
+def test_grpo_loss_with_trl_options_matches_reference(options, kind, seed):
+    cfg = dict(beta=0.04, temperature=0.9, **options)
+    check_grpo_loss(cfg, torch.float32, b=4, t=5, v=97, kind=kind)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=transform_id)
+@pytest.mark.parametrize("loss_type, level", [("dapo", "token"), ("grpo", "sequence"), ("cispo", "token")])
+def test_grpo_loss_with_logit_transform_matches_reference(transform, loss_type, level, seed):
+    # Odd vocabulary (several blocks and a tail under the interpreter), logits large enough (std 4) that the softcap
+    # bends most of them.
+    cfg = dict(loss_type=loss_type, importance_sampling_level=level, beta=0.04, temperature=0.7, **transform)
+    check_grpo_loss(cfg, torch.float32, b=3, t=4, v=131, logits_base=torch.randn(3, 4, 131) * 4)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=transform_id)
+def test_grpo_loss_with_logit_transform_matches_reference_bf16(transform, seed):
+    cfg = dict(loss_type="dapo", importance_sampling_level="token", beta=0.04, temperature=1.3, **transform)
+    check_grpo_loss(cfg, torch.bfloat16, b=2, t=3, v=67, logits_base=torch.randn(2, 3, 67) * 4)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=transform_id)
+def test_selective_log_softmax_with_logit_transform_matches_reference(transform, seed):
+    logits = (torch.randn(3, 77) * 4).requires_grad_()
+    logits.data[0, :70] = float("-inf")  # masked vocabulary: the softcap maps it to -cap, as the model does
+    index = torch.tensor([72, 5, 76])
+    out = r1fast.selective_log_softmax(logits, index, 0.8, backend="triton", **transform)
+    exact = logits.detach().double().requires_grad_()
+    want = reference.selective_log_softmax(exact, index, 0.8, **transform)
+    assert rel_err(out, want) <= 1e-5
+    weights = torch.randn(3, dtype=torch.float64)
+    (out * weights).sum().backward()
+    (want * weights).sum().backward()
+    assert rel_err(logits.grad, exact.grad) <= 2e-5
+
+
+def test_transform_logits_is_the_models_formula():
+    x = torch.randn(5, 9, dtype=torch.float64) * 3
+    torch.testing.assert_close(reference.transform_logits(x, 0.25), x / 4)
+    torch.testing.assert_close(reference.transform_logits(x, 2.0, 1.5), 1.5 * torch.tanh(2.0 * x / 1.5))
+    assert reference.transform_logits(x) is x
 
 
 def test_grpo_loss_single_token(seed):
@@ -255,6 +343,16 @@ def test_grpo_loss_rejects_bad_input(backend):
         call(cfg=dict(epsilon_hi=0.3))
     with pytest.raises(ValueError, match="temperature"):
         call(cfg=dict(temperature=0.0))
+    with pytest.raises(ValueError, match="logit_scale"):
+        call(cfg=dict(logit_scale=0.0))
+    with pytest.raises(ValueError, match="logit_softcap"):
+        call(cfg=dict(logit_softcap=-1.0))
+    with pytest.raises(ValueError, match="top_entropy_quantile"):
+        call(cfg=dict(top_entropy_quantile=1.5))
+    with pytest.raises(ValueError, match="importance_sampling_ratio"):
+        r1fast.grpo_loss(logits, ids, mask, adv, old, importance_sampling_ratio=torch.ones(2, 2), backend=backend)
+    with pytest.raises(ValueError, match="sampling_logps"):
+        r1fast.grpo_loss(logits, ids, mask, adv, old, sampling_logps=old[:, :1], backend=backend)
     with pytest.raises(ValueError, match="backend"):
         r1fast.grpo_loss(logits, ids, mask, adv, backend="cuda")
 

@@ -31,6 +31,7 @@ def test_kernels_directory_is_the_package_r1fast_kernels():
         "fused_linear_logprobs",
         "selective_log_softmax",
         "GRPOLoss",
+        "LogitTransform",
         "group_advantages",
     ],
 )

@@ -268,14 +268,21 @@ def test_logprobs_equal_the_models_own_forward_and_siblings_stay_intact(seed):
             torch.testing.assert_close(torch.tensor(completion.logprobs), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("transform", [{}, {"logits_scaling": 0.25}, {"final_logit_softcapping": 0.2}],
+                         ids=lambda t: "-".join(t) or "none")  # fmt: skip
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logprobs(backend, seed):
+def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logprobs(backend, transform, seed):
     # The GRPO contract between the two halves: the log-probs the sampler returns for a completion are the ones
     # r1fast.fused_linear_logprobs computes from the policy's final hidden states and LM head (old_logps when
-    # the trainer takes the sampler's), at the sampling temperature (Triton path through the interpreter).
+    # the trainer takes the sampler's), at the sampling temperature (Triton path through the interpreter), with
+    # the model's logit transform read from its config by both (a Granite-style divisor, a Gemma2-style softcap).
     import r1fast
+    from r1fast.logit_transform import LogitTransform
 
     model = make("qwen2-tied")
+    for name, value in transform.items():
+        setattr(model.config, name, value)
+    options = LogitTransform.from_config(model.config).kwargs()
     temperature = 0.8
     groups = Sampler(model, block_size=4).generate(
         PROMPTS[:2], SamplingParams(n=2, temperature=temperature, top_k=20, max_tokens=7, ignore_eos=True, seed=seed)
@@ -286,8 +293,19 @@ def test_sampler_logprobs_are_what_the_trainer_recomputes_with_fused_linear_logp
             with torch.no_grad():
                 hidden = model.model(ids).last_hidden_state[0, len(prompt) - 1 : -1]
             got = r1fast.fused_linear_logprobs(hidden, model.lm_head.weight, ids[0, len(prompt) :],
-                                               temperature=temperature, backend=backend)  # fmt: skip
+                                               temperature=temperature, backend=backend, **options)  # fmt: skip
             torch.testing.assert_close(torch.tensor(completion.logprobs), got, rtol=1e-5, atol=1e-5)
+            if transform:  # the transform matters at these logits
+                plain = r1fast.fused_linear_logprobs(hidden, model.lm_head.weight, ids[0, len(prompt) :],
+                                                     temperature=temperature, backend=backend)  # fmt: skip
+                assert (plain - got).abs().max() > 1e-3
+
+
+def test_a_logit_transform_the_sampler_does_not_know_raises():
+    model = make("qwen2-tied")
+    model.config.logits_mup_width_multiplier = 2.0  # Inkling divides its final hidden states by it
+    with pytest.raises(ValueError, match="logits_mup_width_multiplier"):
+        Sampler(model)
 
 
 def test_outputs_do_not_depend_on_block_size_pool_or_prefix_cache_and_no_block_leaks(seed):
@@ -579,3 +597,17 @@ def test_bf16_greedy_agrees_with_hf_generate_up_to_near_ties(capsys):
     with capsys.disabled():
         print(f"\nbf16 greedy vs HF generate, first divergence per completion (None = identical {new_tokens}): "
               f"{report}")  # fmt: skip
+
+
+def test_fp32_head_projects_the_bf16_head_in_float32_and_generates():
+    model = make("qwen2-tied").to(torch.bfloat16)
+    hidden = torch.randn(3, 32, dtype=torch.bfloat16)
+    exact = hidden.double() @ model.lm_head.weight.double().t()
+    fp32 = Sampler(model, fp32_head=True).runner.head(hidden)
+    bf16 = Sampler(model).runner.head(hidden)
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert ((fp32 - exact).norm() / exact.norm()).item() < 1e-6  # float32 accumulation of exact bf16 products
+    assert ((bf16 - exact).norm() / exact.norm()).item() > 1e-4  # rounded to bf16
+    groups = Sampler(model, fp32_head=True, block_size=4).generate(PROMPTS[:2], SamplingParams(n=2, max_tokens=3,
+                                                                                              seed=0))  # fmt: skip
+    assert all(len(c.token_ids) == 3 and len(c.logprobs) == 3 for g in groups for c in g.completions)

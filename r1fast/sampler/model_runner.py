@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from r1fast.logit_transform import LogitTransform
+from r1fast.loss import lm_head_fp32
 from r1fast.sampler.attention import Batch, attention, use_triton
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -24,7 +26,8 @@ SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 def check_model(model: torch.nn.Module, max_model_len: int):
     """The model's config, after checking that the functional forward computes what the model computes.
 
-    Raises ValueError for an unsupported model type or rope type, or a sliding window shorter than max_model_len.
+    Raises ValueError for an unsupported model type or rope type, a sliding window shorter than max_model_len, or
+    a logit transform r1fast does not implement (r1fast.logit_transform).
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
@@ -41,6 +44,7 @@ def check_model(model: torch.nn.Module, max_model_len: int):
         raise ValueError(f"unsupported rope type {rope_type!r}; the sampler supports {SUPPORTED_ROPE_TYPES}")
     if rope_parameters(config).get("partial_rotary_factor", 1.0) != 1.0:
         raise ValueError("partial rotary embeddings (partial_rotary_factor != 1) are not supported")
+    LogitTransform.from_config(config)
     return config
 
 
@@ -107,8 +111,12 @@ class ModelRunner:
     """
 
     def __init__(self, model: torch.nn.Module, *, max_model_len: int, attention_backend: str = "auto",
-                 cuda_graphs: bool = False, max_num_seqs: int = 256) -> None:  # fmt: skip
+                 cuda_graphs: bool = False, max_num_seqs: int = 256, fp32_head: bool = False) -> None:  # fmt: skip
         self.config = check_model(model, max_model_len)
+        self.fp32_head = fp32_head
+        # The model's transform of its head's output: sampled from, and reported in the log-probs, as the trainer's
+        # loss computes them (r1fast.loss takes the same transform).
+        self.logit_transform = LogitTransform.from_config(self.config)
         use_triton(attention_backend, torch.device("cpu"), 0)  # validates the name
         self.model = model
         self.attention_backend = attention_backend
@@ -176,7 +184,8 @@ class ModelRunner:
     # -- the forward ------------------------------------------------------------------------------------------
 
     def _run(self, batch: Batch, seq_lens: list[int] | None) -> torch.Tensor:
-        """Logits at the last query of each sequence: [S, V] float32. No host sync when seq_lens is None."""
+        """Logits at the last query of each sequence, transformed as the model does: [S, V] float32. No host sync
+        when seq_lens is None."""
         backbone = self.model.model
         cos, sin = self.rotary()(batch, seq_lens)
         hidden = backbone.embed_tokens(batch.input_ids)  # [N, hidden]
@@ -196,11 +205,23 @@ class ModelRunner:
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         if not batch.decode:
             hidden = hidden[batch.query_start_loc[1:].long() - 1]
-        return self.model.get_output_embeddings()(backbone.norm(hidden)).float()
+        return self.head(backbone.norm(hidden))
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits of final hidden states [S, H] after the model's logit transform: [S, V] float32.
+        fp32_head: computed in float32 from the low-precision weights (r1fast.loss.lm_head_fp32), as the trainer's
+        loss computes them with fp32_head, instead of rounded to the model dtype."""
+        lm_head = self.model.get_output_embeddings()
+        if self.fp32_head and hidden.dtype != torch.float32:
+            logits = lm_head_fp32(hidden, lm_head.weight, lm_head.bias)
+        else:
+            logits = lm_head(hidden).float()
+        return logits if self.logit_transform.is_identity else self.logit_transform.apply(logits)
 
     @torch.no_grad()
     def forward(self, batch: Batch, seq_lens: list[int]) -> torch.Tensor:
-        """Logits at the last token of each sequence: [S, V] float32. seq_lens: batch.context_lens on the host."""
+        """Logits at the last token of each sequence, after the model's logit transform: [S, V] float32.
+        seq_lens: batch.context_lens on the host."""
         if batch.decode and self._graphs_usable():
             if not self._graphs:
                 self._capture()

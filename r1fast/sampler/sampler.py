@@ -50,8 +50,9 @@ class Sampler:
     config's max_position_embeddings). cuda_graphs: on CUDA, replay captured CUDA graphs for decode steps (batch
     sizes bucketed; needs the Triton attention path). attention_backend: see r1fast.sampler.attention ("auto":
     Triton kernels on CUDA, vectorised PyTorch elsewhere; "triton", "torch", "reference"). prefix_caching: share
-    the K/V of full blocks between prompts with a common prefix within one generate() call.
-    Raises ValueError for an unsupported model or a meaningless setting.
+    the K/V of full blocks between prompts with a common prefix within one generate() call. fp32_head: the last
+    projection in float32 from low-precision weights (sampling and log-probs from an fp32 head, as the loss's
+    fp32_head). Raises ValueError for an unsupported model or a meaningless setting.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Sampler:
         cuda_graphs: bool = True,
         attention_backend: str = "auto",
         prefix_caching: bool = True,
+        fp32_head: bool = False,
     ) -> None:
         if not (isinstance(block_size, int) and block_size >= 1):
             raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
@@ -77,7 +79,7 @@ class Sampler:
             raise ValueError(f"max_model_len must be an int >= 2, got {max_model_len!r}")
         check_model(model, max_model_len)
         self.runner = ModelRunner(model, max_model_len=max_model_len, attention_backend=attention_backend,
-                                  cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs)  # fmt: skip
+                                  cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs, fp32_head=fp32_head)  # fmt: skip
         if kv_cache_memory is not None and kv_cache_memory < self.runner.bytes_per_block(block_size):
             raise ValueError(
                 f"kv_cache_memory={kv_cache_memory} bytes is less than one KV block "

@@ -19,8 +19,9 @@ class SamplingParams:
     sampler's tokenizer; the completion ends with the token that completes the string). seed: None = drawn from
     torch's default CPU generator (torch.manual_seed reproduces a call); otherwise completion i of prompt p draws its
     t-th token from noise keyed by (seed, p, i) and t alone: preemption or batch composition do not change it.
-    logprobs: return the log-prob of each sampled token under log_softmax(logits / temperature) of the raw model
-    logits — before repetition penalty and top-k/top-p/min-p filtering, i.e. what the trainer recomputes
+    logprobs: return the log-prob of each sampled token under log_softmax(logits / temperature) of the model's logits
+    (after its own logit transform, r1fast.logit_transform) — before repetition penalty and top-k/top-p/min-p
+    filtering, i.e. what the trainer recomputes
     (temperature 0 reports log_softmax(logits)).
     """
 

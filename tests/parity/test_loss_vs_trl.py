@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from r1fast import reference
+from r1fast.logit_transform import LogitTransform
 
 LOSS_TYPES = reference.LOSS_TYPES
 B, P, C = 6, 5, 9
@@ -21,6 +22,8 @@ COMPLETION_LENS = [9, 4, 0, 7, 1, 6]  # ragged, one all-masked row
 METRIC_KEYS = (
     "kl",
     "entropy",
+    "policy_loss",
+    "vespo/phi_seq_mean",
     "cispo_clip_ratio",
     "clip_ratio/low_mean",
     "clip_ratio/high_mean",
@@ -67,11 +70,47 @@ def make_batch(model, seed: int, off_policy: float = 0.5) -> dict[str, torch.Ten
     }
 
 
-def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
-    """The plain (unfused) forward's logits at the positions that score each completion token: [B, C, V]."""
+# TRL's loss options beyond the loss type, with their defaults (the trainers are shared: every call sets them all).
+OPTION_DEFAULTS = dict(top_entropy_quantile=1.0, off_policy_mask_threshold=None, entropy_coef=0.0, vespo_k_pos=2.0,
+                       vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0)  # fmt: skip
+# r1fast's names of the per-token inputs -> TRL's batch keys
+DATA_KEYS = {"sampling_logps": "sampling_per_token_logps", "importance_sampling_ratio": "importance_sampling_ratio"}
+
+
+def set_trl_options(trainer, options: dict, data: dict) -> None:
+    """TRL's trainer state for the options (others at their defaults); the sampler correction is on when data has
+    an importance_sampling_ratio (TRL applies it with vLLM: use_vllm and vllm_importance_sampling_correction)."""
+    options = {**OPTION_DEFAULTS, **options}
+    trainer.top_entropy_quantile = options["top_entropy_quantile"]
+    trainer.off_policy_mask_threshold = options["off_policy_mask_threshold"]
+    trainer.entropy_coef = options["entropy_coef"]
+    trainer.use_adaptive_entropy = False
+    trainer._entropy_bonus_enabled = options["entropy_coef"] != 0.0
+    for key in ("vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg"):
+        setattr(trainer.args, key, options[key])
+    trainer.use_vllm = trainer.vllm_importance_sampling_correction = "importance_sampling_ratio" in data
+
+
+def option_data(kind: str | None, batch: dict, seed: int) -> dict[str, torch.Tensor]:
+    """The per-token inputs an option reads (r1fast's names): the sampler's log-probs (old + noise, so that some
+    sequences are off-policy enough to be masked) or the sampler correction's ratio, per token or per sequence."""
+    g = torch.Generator().manual_seed(seed + 1)
+    old = batch["old_per_token_logps"]
+    if kind == "sampling":
+        return {"sampling_logps": old + 1.0 + 0.3 * torch.randn(old.shape, generator=g)}
+    if kind in ("is_token", "is_sequence"):
+        shape = old.shape if kind == "is_token" else (old.shape[0], 1)
+        return {"importance_sampling_ratio": torch.rand(shape, generator=g) * 1.5 + 0.25}
+    return {}
+
+
+def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, raw=False) -> torch.Tensor:
+    """The plain (unfused) forward's logits at the positions that score each completion token: [B, C, V].
+    raw: the LM head's output, before the model's own logit transform (r1fast.logit_transform)."""
     input_ids = torch.cat([prompt_ids, completion_ids], 1)
     attention_mask = torch.cat([prompt_mask, completion_mask], 1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    outputs = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=raw)
+    logits = model.get_output_embeddings()(outputs.hidden_states[-1]) if raw else outputs.logits
     return logits[:, P - 1 : -1]
 
 
@@ -96,10 +135,18 @@ def run_both(
     steps_per_generation=1,
     max_completion_length=8,
     use_bias_correction_kl=False,
+    transform=None,
+    options=None,
+    data=None,
 ):
-    """TRL's loss/grads/metrics and the reference's on the same model and batch."""
+    """TRL's loss/grads/metrics and the reference's on the same model and batch. transform: the model's logit
+    transform (logit_scale, logit_softcap), applied by the reference to the LM head's raw output. options: TRL's
+    loss options (OPTION_DEFAULTS); data: the per-token inputs they read (option_data)."""
+    options, data = options or {}, data or {}
     model = trainer.model
     model.train()
+    set_trl_options(trainer, options, data)
+    batch = dict(batch, **{DATA_KEYS[k]: v for k, v in data.items()})
     trainer.loss_type = loss_type
     trainer.beta = beta
     trainer.epsilon_low = epsilon
@@ -119,8 +166,10 @@ def run_both(
     trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k in METRIC_KEYS}
 
     logits = completion_logits(
-        model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"]
+        model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"],
+        raw=transform is not None,
     )
+    transform = transform or {}
     loss, metrics = reference.grpo_loss(
         logits,
         batch["completion_ids"],
@@ -129,6 +178,7 @@ def run_both(
         batch["old_per_token_logps"],
         batch["ref_per_token_logps"] if beta else None,
         temperature=temperature,
+        **transform,
         loss_type=loss_type,
         beta=beta,
         epsilon=epsilon,
@@ -140,13 +190,15 @@ def run_both(
         gradient_accumulation_steps=gradient_accumulation_steps,
         steps_per_generation=steps_per_generation,
         use_bias_correction_kl=use_bias_correction_kl,
+        **data,
+        **options,
     )
     loss.backward()
     # The loss's scale: the same aggregation of |per-token loss|. The loss is a sum of signed terms, so its float32
     # rounding error is relative to this, not to the (possibly cancelling) sum.
     mask = batch["completion_mask"].double()
     per_token, _, _ = reference.per_token_objective(
-        reference.selective_log_softmax(logits.detach().double(), batch["completion_ids"], temperature),
+        reference.selective_log_softmax(logits.detach().double(), batch["completion_ids"], temperature, **transform),
         mask,
         batch["advantages"].double()[:, None],
         batch["old_per_token_logps"].double(),
@@ -160,6 +212,7 @@ def run_both(
         use_bias_correction_kl=use_bias_correction_kl,
         sapo_temperature_pos=1.0,
         sapo_temperature_neg=1.05,
+        importance_sampling_ratio=data.get("importance_sampling_ratio"),
     )
     scale = reference.aggregate_loss(
         per_token.abs(),
@@ -171,6 +224,7 @@ def run_both(
         steps_per_generation=steps_per_generation,
         num_processes=1,
     )
+    scale = scale + abs(options.get("entropy_coef", 0.0)) * metrics["entropy"]  # the entropy bonus's share
     return (trl_loss.detach(), trl_grads, trl_metrics), (loss.detach(), grads(model), metrics, scale.item())
 
 
@@ -240,3 +294,60 @@ def test_accumulation_normalisers_and_bias_corrected_kl_equal_trl(make_trainer, 
         use_bias_correction_kl=True,
     )
     assert_same(trl, ours)
+
+
+@pytest.mark.parametrize("family", ["granite", "cohere", "gemma2"])
+def test_reference_with_the_models_logit_transform_equals_trl(make_trainer, family, seed):
+    # Granite divides its logits by logits_scaling (8), Cohere multiplies them by logit_scale (1/16), Gemma2 caps them
+    # softly (final_logit_softcapping 1.5); the reference applies r1fast.logit_transform's reading of the config to
+    # the LM head's raw output, TRL's fused head its own reading.
+    trainer = make_trainer(family=family, temperature=0.7)
+    transform = LogitTransform.from_config(trainer.model.config)
+    assert not transform.is_identity
+    batch = make_batch(trainer.model, seed)
+    options = dict(loss_type="dapo", beta=0.04, epsilon=0.2, epsilon_high=0.28, delta=None,
+                   importance_sampling_level="token", temperature=0.7, use_bias_correction_kl=True)  # fmt: skip
+    trl, ours = run_both(trainer, batch, **options, transform=transform.kwargs())
+    assert_same(trl, ours)
+    # The test has teeth: the same loss without the transform is far from TRL's.
+    _, untransformed = run_both(trainer, batch, **options, transform={})
+    assert abs(untransformed[0] - trl[0]) > 1e-3 * ours[3] or any(
+        (untransformed[1][n] - g).norm() > 1e-2 * g.norm() for n, g in trl[1].items()
+    )
+
+
+# (loss type, IS level, options, the per-token inputs they read): TRL's options beyond the loss type
+OPTION_CASES = [
+    pytest.param("dapo", "token", dict(top_entropy_quantile=0.5), None, id="entropy-mask"),
+    pytest.param("grpo", "token", dict(off_policy_mask_threshold=0.1), "sampling", id="off-policy-mask-sampler"),
+    pytest.param("bnpo", "sequence", dict(off_policy_mask_threshold=-0.5), None, id="off-policy-mask-old"),
+    pytest.param("dapo", "token", {}, "is_token", id="is-ratio-token"),
+    pytest.param("grpo", "sequence", {}, "is_sequence", id="is-ratio-sequence"),
+    pytest.param("dapo", "token", dict(entropy_coef=0.05), None, id="entropy-bonus"),
+    pytest.param("grpo", "token", dict(top_entropy_quantile=0.6, entropy_coef=0.1), "is_token",
+                 id="entropy-mask-bonus-is-ratio"),
+    pytest.param("vespo", "token", {}, None, id="vespo"),
+    pytest.param("vespo", "token", dict(vespo_k_pos=1.5, vespo_lambda_neg=2.5), "is_token", id="vespo-is-ratio"),
+]
+
+
+@pytest.mark.parametrize("loss_type, level, options, kind", OPTION_CASES)
+def test_reference_with_trl_options_equals_trl(make_trainer, loss_type, level, options, kind, seed):
+    trainer = make_trainer(temperature=0.7)
+    batch = make_batch(trainer.model, seed)
+    if "off_policy_mask_threshold" in options:  # negative advantages: the mask acts on every sequence
+        batch["advantages"] = -batch["advantages"].abs()
+    data = option_data(kind, batch, seed)
+    common = dict(loss_type=loss_type, beta=0.04, epsilon=0.2, epsilon_high=0.28, delta=None,
+                  importance_sampling_level=level, temperature=0.7, gradient_accumulation_steps=2,
+                  steps_per_generation=2, use_bias_correction_kl=True)  # fmt: skip
+    try:
+        trl, ours = run_both(trainer, batch, **common, options=options, data=data)
+        plain, _ = run_both(trainer, batch, **common) if options or data else (None, None)
+    finally:  # the trainer is shared with other tests
+        set_trl_options(trainer, {}, {})
+    assert_same(trl, ours)
+    if plain is not None:  # the test has teeth: the options change TRL's loss or gradient
+        assert abs(plain[0] - ours[0]) > 1e-4 * ours[3] or any(
+            (plain[1][n] - g).norm() > 1e-3 * g.norm() for n, g in ours[1].items()
+        )

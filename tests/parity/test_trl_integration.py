@@ -1,12 +1,16 @@
 """r1fast.integrations.trl.R1FastGRPOTrainer: TRL's GRPOTrainer with r1fast's fused LM-head loss. On TRL's own
 batch layout (left-padded prompts, ragged completions, an all-masked row, off-policy old log-probs) its loss,
-every parameter's gradient and the logged metrics equal TRL's `_compute_loss`, on both r1fast backends."""
+every parameter's gradient and the logged metrics equal TRL's `_compute_loss`, on both r1fast backends, for a plain
+Qwen2 and for models that transform their logits (Granite, Cohere, Gemma2), and with TRL's loss options (entropy
+mask, off-policy mask, the vLLM importance-sampling correction, the entropy bonus, vespo)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
-from test_loss_vs_trl import METRIC_KEYS, grads, make_batch
+from test_loss_vs_trl import DATA_KEYS, METRIC_KEYS, OPTION_CASES, grads, make_batch, option_data, set_trl_options
 
 from r1fast import reference
 from r1fast.integrations.trl import R1FastGRPOTrainer
@@ -27,19 +31,23 @@ def configure(trainer, loss_type, level, beta) -> None:
     trainer.model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
-@pytest.mark.parametrize("loss_type, level, beta", CASES)
-def test_fused_trl_trainer_equals_trl(make_trainer, loss_type, level, beta, backend, seed):
-    trl_trainer = make_trainer(temperature=0.7)
-    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
-    ours.r1fast_loss_backend = backend
+def assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed, options=None, kind=None):
     batch = make_batch(trl_trainer.model, seed)
+    if options and "off_policy_mask_threshold" in options:  # negative advantages: the mask acts on every sequence
+        batch["advantages"] = -batch["advantages"].abs()
+    data = option_data(kind, batch, seed)
+    batch.update({DATA_KEYS[k]: v for k, v in data.items()})
     results = []
     for trainer in (trl_trainer, ours):
         configure(trainer, loss_type, level, beta)
-        loss = trainer._compute_loss(trainer.model, dict(batch))
+        set_trl_options(trainer, options or {}, data)
+        try:
+            loss = trainer._compute_loss(trainer.model, dict(batch))
+        finally:  # the trainers are shared with other tests
+            set_trl_options(trainer, {}, {})
         loss.backward()
-        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k in METRIC_KEYS}
+        keys = (*METRIC_KEYS, "entropy_coef")
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k in keys}
         results.append((loss.detach(), grads(trainer.model), metrics))
     (want_loss, want_grads, want_metrics), (loss, got_grads, metrics) = results
     assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5, abs=1e-6)
@@ -53,18 +61,104 @@ def test_fused_trl_trainer_equals_trl(make_trainer, loss_type, level, beta, back
         assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), key
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("loss_type, level, beta", CASES)
+def test_fused_trl_trainer_equals_trl(make_trainer, loss_type, level, beta, backend, seed):
+    trl_trainer = make_trainer(temperature=0.7)
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
+    ours.r1fast_loss_backend = backend
+    assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("family, loss_type, level, beta",
+                         [("granite", "dapo", "token", 0.04), ("cohere", "grpo", "sequence", 0.0),
+                          ("gemma2", "sapo", "token", 0.04)])  # fmt: skip
+def test_fused_trl_trainer_applies_the_models_logit_transform(make_trainer, family, loss_type, level, beta, backend,
+                                                              seed):  # fmt: skip
+    trl_trainer = make_trainer(family=family, temperature=0.7)
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, family=family, temperature=0.7)
+    assert not ours.r1fast_logit_transform.is_identity
+    ours.r1fast_loss_backend = backend
+    assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("loss_type, level, options, kind", OPTION_CASES)
+def test_fused_trl_trainer_with_trl_options_equals_trl(make_trainer, loss_type, level, options, kind, backend, seed):
+    trl_trainer = make_trainer(temperature=0.7)
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
+    ours.r1fast_loss_backend, ours._warned_fallback = backend, False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
+        assert_equals_trl(trl_trainer, ours, loss_type, level, 0.04, seed, options, kind)
+
+
+def test_an_unknown_logit_transform_falls_back_to_trl_with_a_warning(make_trainer, seed):
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=1.0)
+    trl_trainer = make_trainer(temperature=1.0)
+    batch = make_batch(trl_trainer.model, seed)
+    for trainer in (trl_trainer, ours):
+        configure(trainer, "dapo", "token", 0.0)
+    saved = ours._logit_transform_error, ours._warned_fallback
+    ours._logit_transform_error, ours._warned_fallback = "logits_mup_width_multiplier", False
+    try:
+        want = trl_trainer._compute_loss(trl_trainer.model, dict(batch))
+        with pytest.warns(UserWarning, match="logit transform"):
+            got = ours._compute_loss(ours.model, dict(batch))
+    finally:  # the trainers are shared with other tests
+        ours._logit_transform_error, ours._warned_fallback = saved
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_unsupported_configurations_fall_back_to_trl_with_a_warning(make_trainer, seed):
     ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=1.0)
     trl_trainer = make_trainer(temperature=1.0)
     batch = make_batch(trl_trainer.model, seed)
     for trainer in (trl_trainer, ours):
         configure(trainer, "dapo", "token", 0.0)
-        trainer.top_entropy_quantile = 0.5  # an entropy mask: TRL's loss only
+        set_trl_options(trainer, {"entropy_coef": 0.1}, {})
+        trainer.use_adaptive_entropy = True  # the adaptive entropy controller: TRL's loss only
     ours._warned_fallback = False
     try:
         want = trl_trainer._compute_loss(trl_trainer.model, dict(batch))
-        with pytest.warns(UserWarning, match="top_entropy_quantile"):
+        with pytest.warns(UserWarning, match="use_adaptive_entropy"):
             got = ours._compute_loss(ours.model, dict(batch))
     finally:  # the trainers are shared with other tests
-        trl_trainer.top_entropy_quantile = ours.top_entropy_quantile = 1.0
+        for trainer in (trl_trainer, ours):
+            set_trl_options(trainer, {}, {})
+            trainer._last_world_entropy, trainer._entropy_window_stats = float("inf"), None
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def even_words(completions, **_):
+    """Share of the completion's words 'w<n>' with n even: varied rewards, so every step has a gradient."""
+    words = [[w for w in c.split() if w[1:].isdigit()] for c in completions]
+    return [sum(int(w[1:]) % 2 == 0 for w in ws) / max(1, len(ws)) for ws in words]
+
+
+@pytest.mark.parametrize("family", ["granite", "cohere", "gemma2"])
+def test_three_training_steps_of_a_transformed_model_give_trls_grad_norms(family_checkpoint, tmp_path, family):
+    # End to end: TRL's own loop (generation, rewards, advantages, optimizer) with r1fast's fused loss (Triton
+    # through the interpreter) against TRL's loss, from the same checkpoint and seed: the same grad_norm every step.
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerFast
+    from trl import GRPOConfig, GRPOTrainer
+
+    checkpoint = family_checkpoint(family)
+    norms = []
+    for trainer_class, extra in ((GRPOTrainer, {}), (R1FastGRPOTrainer, {"loss_backend": "triton"})):
+        args = GRPOConfig(output_dir=str(tmp_path / trainer_class.__name__), report_to=[], use_cpu=True, bf16=False,
+                          logging_steps=1, max_steps=3, num_generations=4, per_device_train_batch_size=4,
+                          max_completion_length=6, learning_rate=1e-3, beta=0.04, save_strategy="no",
+                          gradient_checkpointing=False, seed=7)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = trainer_class(model=str(checkpoint), reward_funcs=[even_words], args=args,
+                                    train_dataset=Dataset.from_dict({"prompt": ["w1 w2 w3", "w4 w5"] * 6}),
+                                    processing_class=PreTrainedTokenizerFast.from_pretrained(checkpoint),
+                                    **extra)  # fmt: skip
+            trainer.train()
+        norms.append([h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h])
+    assert len(norms[0]) == 3 and all(n > 0 for n in norms[0])
+    assert norms[1] == pytest.approx(norms[0], rel=1e-5)
