@@ -123,14 +123,15 @@ def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, outp
              stream: TextIO | None = sys.stdout) -> dict[str, Evaluation]:  # fmt: skip
     """Cold-start SFT, then GRPO (16 prompts x 8 completions a step, rewards accuracy + 0.2 format, dapo loss).
 
-    Prints progress to stream (None: silent); with output_dir, GRPO writes metrics.jsonl and a final checkpoint
-    there. Returns the greedy evaluations {"initial", "after_sft", "after_grpo"}. Deterministic for a seed on a
-    given machine (CPU)."""
+    Prints progress to stream (None: silent); with output_dir, GRPO writes metrics.jsonl, checkpoints and the final
+    model there (replacing a previous demo run's). Returns the greedy evaluations {"initial", "after_sft",
+    "after_grpo"}. Deterministic for a seed on a given machine (CPU)."""
     say = (lambda *a: print(*a, file=stream, flush=True)) if stream is not None else (lambda *a: None)
     config = GRPOConfig(prompts_per_step=16, num_generations=8, micro_batch_size=64, max_completion_length=24,
                         learning_rate=learning_rate, temperature=temperature, reward_weights=[1.0, 0.2],
                         max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8, output_dir=output_dir,
-                        logging_steps=logging_steps)  # fmt: skip
+                        logging_steps=logging_steps, lr_scheduler_type="constant",
+                        gradient_checkpointing=False)  # fmt: skip
     tokenizer = CharTokenizer()
     rows = problems()
     model = make_policy(tokenizer, seed)
@@ -145,7 +146,7 @@ def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, outp
         f"rewards accuracy + 0.2 format, loss {config.loss_type}, lr {config.learning_rate}")  # fmt: skip
     start = time.perf_counter()
     if grpo_steps:
-        GRPOTrainer(model, tokenizer, ["accuracy", "format"], rows, config, log_stream=stream).train()
+        GRPOTrainer(model, tokenizer, ["accuracy", "format"], rows, config, log_stream=stream).train(overwrite=True)
     results["after_grpo"] = evaluate(model, tokenizer, rows)
     say(f"GRPO took {time.perf_counter() - start:.1f} s")
     say(f"greedy completions of all {len(rows)} problems: accuracy (format)")

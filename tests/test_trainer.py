@@ -75,13 +75,18 @@ def test_micro_batched_gradient_is_the_reference_loss_gradient(loss_type, seed):
     assert math.isclose(metrics["loss"], logps_loss.item(), rel_tol=1e-4, abs_tol=1e-6)
 
 
-@pytest.mark.parametrize("loss_type, level", [("dapo", "token"), ("grpo", "sequence")])
-def test_triton_loss_backend_gives_the_reference_backends_gradient(loss_type, level, seed):
-    # The trainer's loop on the Triton kernels (through the interpreter on CPU), old log-probs off-policy and a KL.
+@pytest.mark.parametrize("loss_type, level, options", [
+    ("dapo", "token", {}), ("grpo", "sequence", {}),
+    ("grpo", "token", dict(top_entropy_quantile=0.5, entropy_coef=0.02, off_policy_mask_threshold=-0.05)),
+    ("vespo", "token", dict(entropy_coef=0.01)),
+])  # fmt: skip
+def test_triton_loss_backend_gives_the_reference_backends_gradient(loss_type, level, options, seed):
+    # The trainer's loop on the Triton kernels (through the interpreter on CPU), old log-probs off-policy and a KL,
+    # and TRL's loss options through the trainer's config.
     got = []
     for backend in ("reference", "triton"):
         tr = trainer(seed, loss_type=loss_type, importance_sampling_level=level, loss_backend=backend, beta=0.05,
-                     temperature=0.9)  # fmt: skip
+                     temperature=0.9, **options)  # fmt: skip
         rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
         rollout.advantages = torch.randn(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
         batches = tr.micro_batches(rollout)
@@ -220,13 +225,13 @@ def test_learning_rate_schedules():
     assert [_lr_factor(cfg, s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
     cfg = GRPOConfig(max_steps=10, warmup_steps=0, lr_scheduler_type="cosine")
     assert _lr_factor(cfg, 5) == pytest.approx(0.5) and _lr_factor(cfg, 10) == pytest.approx(0.0)
-    assert _lr_factor(GRPOConfig(max_steps=10), 7) == 1.0
+    assert _lr_factor(GRPOConfig(max_steps=10, lr_scheduler_type="constant"), 7) == 1.0
 
 
-BAD_CONFIGS = [dict(micro_batch_size=3), dict(num_generations=0), dict(loss_type="ppo"), dict(temperature=-1.0),
+BAD_CONFIGS = [dict(micro_batch_size=3), dict(num_generations=1), dict(loss_type="ppo"), dict(temperature=0.0),
                dict(top_p=0.0), dict(prompt_template="no slot"), dict(lr_scheduler_type="step"), dict(adam_beta1=1.0),
                dict(learning_rate=math.nan), dict(scale_rewards="std"), dict(loss_backend="cuda"),
-               dict(max_prompt_length=0)]  # fmt: skip
+               dict(max_prompt_length=0), dict(save_total_limit=0), dict(save_every_minutes=-1)]  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", BAD_CONFIGS)
@@ -274,3 +279,74 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         load_checkpoint(tmp_path / "checkpoint-9", tr.model, None)
     state = json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["step"] == 1 and GRPOConfig.from_dict(state["config"]) == tr.config
+
+
+TWO_PROMPTS = dict(prompts_per_step=2, micro_batch_size=8)  # 8 completions a step: the fast runs below
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_finishes_the_step_saves_and_returns(tmp_path, signal_name):
+    import io
+    import os
+    import signal
+
+    calls = []
+
+    def signalling(prompts, completions, completion_ids, **_):
+        calls.append(1)
+        if len(calls) == 2:  # during step 2
+            os.kill(os.getpid(), getattr(signal, signal_name))
+        return short(prompts, completions, completion_ids)
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    tr = trainer(rewards=[signalling], max_steps=50, output_dir=str(tmp_path), **TWO_PROMPTS)
+    tr.log_stream = stream = io.StringIO()
+    history = tr.train()
+    assert [m["step"] for m in history] == [1, 2] and tr.steps_done == 2
+    assert stream.getvalue().splitlines()[-1] == (f"stopped by {signal_name} after step 2: saved "
+                                                  f"{tmp_path / 'checkpoint-2'} (continue with --resume latest)")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous  # handlers restored
+
+
+def test_a_second_signal_raises_keyboard_interrupt_at_once(tmp_path):
+    import os
+    import signal
+
+    def twice(prompts, completions, completion_ids, **_):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return short(prompts, completions, completion_ids)
+
+    tr = trainer(rewards=[twice], max_steps=50, output_dir=str(tmp_path), **TWO_PROMPTS)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train()
+    assert tr.steps_done == 0 and latest_checkpoint(tmp_path) is None
+
+
+def test_resume_cuts_metrics_back_to_the_checkpoint_so_no_step_appears_twice(tmp_path, seed):
+    config = dict(rewards=[short], max_steps=4, save_steps=2, output_dir=str(tmp_path), **TWO_PROMPTS)
+    interrupted = trainer(seed, **config)
+    step = interrupted.train_step
+    interrupted.train_step = lambda: step() if interrupted.step < 3 else (_ for _ in ()).throw(RuntimeError())
+    with pytest.raises(RuntimeError):  # killed in step 4, after step 3 was logged but before checkpoint-4
+        interrupted.train()
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+    trainer(seed, **config).train(resume_from="latest")
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_python_api_refuses_a_used_output_dir_and_a_changed_config(tmp_path, seed):
+    from r1fast.trainer import InputError
+
+    config = dict(rewards=[short], output_dir=str(tmp_path), **TWO_PROMPTS)
+    trainer(seed, max_steps=1, **config).train()
+    with pytest.raises(InputError, match="already holds a run"):
+        trainer(seed, max_steps=1, **config).train()
+    with pytest.raises(InputError, match=r"another config \(beta 0.0 -> 0.1\)"):
+        trainer(seed, max_steps=2, beta=0.1, **config).train(resume_from="latest")
+    # Run-length keys may change; anything else with allow_config_change.
+    trainer(seed, max_steps=2, save_steps=7, logging_steps=2, save_total_limit=3, **config).train(resume_from="latest")
+    resumed = trainer(seed, max_steps=3, beta=0.1, **config)
+    resumed.train(resume_from="latest", allow_config_change=True)
+    assert resumed.steps_done == 3

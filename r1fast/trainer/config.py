@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +13,10 @@ from r1fast import reference
 from r1fast.loss import BACKENDS
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
+# Keys a resumed run may change without allow_config_change: how long the run goes, how often it saves and logs,
+# where it writes, the user's notes. Every other key changes the data or the math of the steps to come.
+RUN_LENGTH_KEYS = ("max_steps", "save_steps", "save_every_minutes", "save_total_limit", "logging_steps", "output_dir",
+                   "extra")  # fmt: skip
 
 
 @dataclass
@@ -27,14 +33,24 @@ class GRPOConfig:
     Generation: temperature, top_p, top_k, min_p, repetition_penalty, max_prompt_length (prompts are truncated
     from the left, as TRL does), max_completion_length. Loss: loss_type, beta (k3 KL to the initial policy; > 0
     keeps a frozen copy of the model), epsilon, epsilon_high, delta, importance_sampling_level,
-    mask_truncated_completions. Advantages: scale_rewards, multi_objective_aggregation, reward_weights (one per
+    mask_truncated_completions, use_bias_correction_kl (the KL times the importance ratio, TRL's default),
+    top_entropy_quantile (the entropy mask), off_policy_mask_threshold (the off-policy sequence mask, against the
+    old log-probs), entropy_coef (a static entropy bonus), vespo_k_pos/_lambda_pos/_k_neg/_lambda_neg (vespo).
+    Every field named as one of TRL 1.16's GRPOConfig has TRL's default (tests/test_defaults.py; three run-length
+    and cadence fields aside). Advantages: scale_rewards, multi_objective_aggregation, reward_weights (one per
     reward function). Optimizer: AdamW with learning_rate, weight_decay, adam_beta1/2, adam_epsilon, max_grad_norm
     (0 = no clipping), lr_scheduler_type with warmup_steps; gradient_checkpointing (Hugging Face's, non-reentrant:
     activations of the training forward recomputed in the backward). Kernels: loss_backend ("auto": Triton on CUDA),
+    fp32_lm_head (the LM head's logits in float32 from the bf16 weights, in the loss, the old/ref log-probs and the
+    sampler's last projection: train/inference probabilities agree better; not TRL's cast_lm_head_to_fp32, whose
+    backward GEMMs are float32 too),
     sampler_block_size, sampler_kv_cache_memory (bytes; None = the sampler's default, half the free GPU memory at
     the first generation, which stays allocated while training unless free_kv_cache), free_kv_cache (release the
     KV pool for the training step; the next generation allocates it again and recaptures its CUDA graphs).
-    Run: max_steps, seed, output_dir, logging_steps, save_steps (0 = only at the end).
+    Run: max_steps, seed, output_dir, logging_steps; checkpoints every save_steps steps and every
+    save_every_minutes minutes (0 turns either off) and at the end, keeping the newest save_total_limit (None: all).
+    TRL's rules hold: num_generations >= 2 (a group of one has no relative advantage), temperature > 0, and
+    micro_batch_size divides prompts_per_step * num_generations.
     """
 
     # what a step sees
@@ -45,11 +61,11 @@ class GRPOConfig:
     prompt_template: str = "{prompt}"
     max_prompt_length: int | None = 512
     # generation
-    max_completion_length: int = 256
+    max_completion_length: int = 512
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    min_p: float = 0.0
+    min_p: float | None = None
     repetition_penalty: float = 1.0
     # loss
     loss_type: str = "dapo"
@@ -59,6 +75,14 @@ class GRPOConfig:
     delta: float | None = None
     importance_sampling_level: str = "token"
     mask_truncated_completions: bool = False
+    use_bias_correction_kl: bool = True
+    top_entropy_quantile: float = 1.0
+    off_policy_mask_threshold: float | None = None
+    entropy_coef: float = 0.0
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
     # advantages
     scale_rewards: str = "group"
     multi_objective_aggregation: str = "sum_then_normalize"
@@ -70,35 +94,45 @@ class GRPOConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    lr_scheduler_type: str = "constant"
+    lr_scheduler_type: str = "linear"
     warmup_steps: int = 0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = True
     # kernels
     loss_backend: str = "auto"
+    fp32_lm_head: bool = False
     sampler_block_size: int = 16
     sampler_kv_cache_memory: int | None = None
     free_kv_cache: bool = False
     # run
     max_steps: int = 100
-    seed: int = 0
+    seed: int = 42
     output_dir: str | None = None
     logging_steps: int = 1
-    save_steps: int = 0
+    save_steps: int = 50
+    save_every_minutes: float = 30.0
+    save_total_limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # the user's own notes, saved with checkpoints
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
+        def positive_int(name: str, minimum: int = 1, why: str = "") -> None:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}{why}")
 
-        for name in ("prompts_per_step", "num_generations", "micro_batch_size", "num_iterations",
-                     "max_completion_length", "max_steps", "logging_steps", "sampler_block_size"):  # fmt: skip
+        for name in ("prompts_per_step", "micro_batch_size", "num_iterations", "max_completion_length", "max_steps",
+                     "logging_steps", "sampler_block_size"):  # fmt: skip
             positive_int(name)
+        positive_int("num_generations", 2, " (advantages compare completions of one prompt; TRL requires >= 2)")
         for name in ("save_steps", "warmup_steps", "seed"):
             positive_int(name, 0)
-        if self.max_prompt_length is not None:
-            positive_int("max_prompt_length")
+        for name in ("max_prompt_length", "save_total_limit"):
+            if getattr(self, name) is not None:
+                positive_int(name)
+        if not (isinstance(self.save_every_minutes, (int, float)) and 0 <= self.save_every_minutes < math.inf):
+            raise ValueError(f"save_every_minutes must be a number >= 0 (0 = off), got {self.save_every_minutes!r}")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r} (GRPO needs sampling: greedy groups "
+                             "have no variance)")  # fmt: skip
         completions = self.prompts_per_step * self.num_generations
         if completions % self.micro_batch_size:
             raise ValueError(
@@ -108,7 +142,10 @@ class GRPOConfig:
         if "{prompt}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{prompt}'")
         reference.check_loss_config(self.loss_type, self.importance_sampling_level, self.beta, self.epsilon,
-                                    self.epsilon_high, self.delta, ref_logps_given=True)  # fmt: skip
+                                    self.epsilon_high, self.delta, ref_logps_given=True,
+                                    top_entropy_quantile=self.top_entropy_quantile,
+                                    off_policy_mask_threshold=self.off_policy_mask_threshold,
+                                    entropy_coef=self.entropy_coef)  # fmt: skip
         scale = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)
         if scale not in reference.SCALE_REWARDS:
             raise ValueError(f"scale_rewards must be one of {reference.SCALE_REWARDS}, got {self.scale_rewards!r}")
@@ -138,17 +175,30 @@ class GRPOConfig:
         from r1fast.sampler import SamplingParams
 
         return SamplingParams(n=self.num_generations, temperature=self.temperature, top_p=self.top_p,
-                              top_k=self.top_k, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
+                              top_k=self.top_k, min_p=self.min_p or 0.0, repetition_penalty=self.repetition_penalty,
                               max_tokens=self.max_completion_length, seed=seed)  # fmt: skip
 
     def loss_options(self) -> dict[str, Any]:
         """The GRPO loss options (r1fast.fused_linear_grpo_loss's **config) this config sets."""
         return dict(loss_type=self.loss_type, beta=self.beta, epsilon=self.epsilon, epsilon_high=self.epsilon_high,
                     delta=self.delta, importance_sampling_level=self.importance_sampling_level,
-                    max_completion_length=self.max_completion_length)  # fmt: skip
+                    max_completion_length=self.max_completion_length,
+                    use_bias_correction_kl=self.use_bias_correction_kl, top_entropy_quantile=self.top_entropy_quantile,
+                    off_policy_mask_threshold=self.off_policy_mask_threshold, entropy_coef=self.entropy_coef,
+                    vespo_k_pos=self.vespo_k_pos, vespo_lambda_pos=self.vespo_lambda_pos,
+                    vespo_k_neg=self.vespo_k_neg, vespo_lambda_neg=self.vespo_lambda_neg)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A hash of every key but RUN_LENGTH_KEYS: equal fingerprints continue a run the same way."""
+        return config_fingerprint(self.to_dict())
+
+    def changed_keys(self, other: dict[str, Any]) -> list[str]:
+        """The keys (RUN_LENGTH_KEYS aside) whose values differ between this config and `other` (a to_dict())."""
+        mine, theirs = _compared(self.to_dict()), _compared(other)
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k, None) != theirs.get(k, None))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GRPOConfig:
@@ -158,3 +208,13 @@ class GRPOConfig:
         if unknown:
             raise TypeError(f"unknown GRPOConfig field(s) {unknown}")
         return cls(**values)
+
+
+def _compared(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in RUN_LENGTH_KEYS}
+
+
+def config_fingerprint(values: dict[str, Any]) -> str:
+    """GRPOConfig.fingerprint of a to_dict() output (a checkpoint's config)."""
+    text = json.dumps(_compared(values), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -19,10 +19,11 @@ from r1fast.loss import fused_linear_grpo_loss, fused_linear_logprobs
 from r1fast.reference import group_advantages
 from r1fast.sampler import Sampler
 from r1fast.sampler.sampling import mix_seed
-from r1fast.trainer import distributed
-from r1fast.trainer.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from r1fast.trainer import checkpoint, distributed, validation
 from r1fast.trainer.config import GRPOConfig
 from r1fast.trainer.logging import MetricsLogger, gpu_stats
+from r1fast.trainer.signals import StopRequest
+from r1fast.trainer.validation import InputError
 
 
 @dataclass
@@ -39,19 +40,6 @@ class Rollout:
     texts: list[str]
     rewards_per_func: torch.Tensor
     advantages: torch.Tensor
-
-
-def _prompt_ids(tokenizer: Any, prompt: Any, template: str) -> list[int]:
-    """A dataset prompt as token ids, as TRL tokenizes it: a string goes into the template and through
-    ``tokenizer.encode`` (special tokens included, e.g. a BOS); a chat (a list of {"role", "content"} messages)
-    through the tokenizer's chat template with the generation prompt (the template is not used)."""
-    if isinstance(prompt, str):
-        return list(tokenizer.encode(template.replace("{prompt}", prompt)))
-    if isinstance(prompt, Sequence) and prompt and all(isinstance(m, dict) for m in prompt):
-        out = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)  # fmt: skip
-        return list(out["input_ids"])
-    raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
 
 def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
@@ -93,7 +81,10 @@ class GRPOTrainer:
     first): every rank generates prompts_per_step prompts of its own (the global batch is world_size times that),
     advantages use every rank's rewards, gradients are averaged with TRL's normalisers, and rank 0 alone logs and
     writes checkpoints (output_dir must be shared for resume).
-    Raises TypeError / ValueError on a bad model, dataset, reward list or config.
+
+    Everything that can be checked is checked here, before any work: every dataset row (r1fast.trainer.validation),
+    the config against the model and the rewards, the output folder. Raises InputError (a ValueError; a
+    DatasetRowError names the row) or TypeError.
     """
 
     def __init__(
@@ -109,33 +100,37 @@ class GRPOTrainer:
         self.config = config = config or GRPOConfig()
         if not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
-        if config.temperature <= 0:
-            raise ValueError("GRPO needs sampling: temperature must be > 0 (greedy groups have no variance)")
         if not reward_funcs:
-            raise ValueError("reward_funcs is empty: GRPO needs at least one reward")
+            raise InputError("reward_funcs is empty: GRPO needs at least one reward")
         self.reward_funcs = [reward_registry.get(f) if isinstance(f, str) else f for f in reward_funcs]
         for f in self.reward_funcs:
             if not callable(f):
                 raise TypeError(f"a reward must be a registered name or a callable, got {f!r}")
         self.reward_names = [f if isinstance(f, str) else getattr(f, "__name__", f"reward{i}")
                              for i, f in enumerate(reward_funcs)]  # fmt: skip
-        if config.reward_weights is not None and len(config.reward_weights) != len(self.reward_funcs):
-            raise ValueError(f"{len(config.reward_weights)} reward_weights for {len(self.reward_funcs)} rewards")
-        if len(train_dataset) == 0:
-            raise ValueError("train_dataset is empty")
-        for i in range(min(len(train_dataset), 3)):  # the first rows are checked now, the rest as they come
-            if not isinstance(train_dataset[i], dict) or "prompt" not in train_dataset[i]:
-                raise ValueError(f"train_dataset[{i}] must be a dict with a 'prompt' column")
+        validation.check_output_dir(config.output_dir)
+        validation.check_rows_shape(train_dataset)
         self.model, self.tokenizer, self.train_dataset = model, tokenizer, train_dataset
         self.rank, self.world_size = distributed.rank_and_world()
-        distributed.broadcast_model(model)
+        self.log_stream = log_stream if self.rank == 0 else None
         self.lm_head = model.get_output_embeddings()
         self.device = self.lm_head.weight.device
-        self.sampler = Sampler(model, tokenizer=tokenizer, block_size=config.sampler_block_size,
-                               kv_cache_memory=config.sampler_kv_cache_memory)  # fmt: skip
-        if config.max_completion_length >= self.sampler.max_model_len:
-            raise ValueError(f"max_completion_length={config.max_completion_length} leaves no room for a prompt "
-                             f"in max_model_len={self.sampler.max_model_len}")  # fmt: skip
+        try:
+            self.sampler = Sampler(model, tokenizer=tokenizer, block_size=config.sampler_block_size,
+                                   kv_cache_memory=config.sampler_kv_cache_memory,
+                                   fp32_head=config.fp32_lm_head)  # fmt: skip
+        except ValueError as e:  # a model the sampler does not run, or a bad sampler setting
+            raise InputError(str(e)) from None
+        # The model's logit transform (r1fast.logit_transform), one reading for the sampler and the loss.
+        self.logit_transform = self.sampler.runner.logit_transform.kwargs()
+        validation.check_config_against_model(config, model, self.sampler.max_model_len, len(self.reward_funcs))
+        report = validation.check_dataset(train_dataset, tokenizer, config, self.sampler.max_model_len,
+                                          model.get_input_embeddings().weight.shape[0], self.reward_funcs,
+                                          self.reward_names)  # fmt: skip
+        if report.truncated:
+            self._say(f"{report.truncated} of {report.rows} prompts are longer than max_prompt_length="
+                      f"{config.max_prompt_length} tokens: their first tokens are cut (as TRL does)")  # fmt: skip
+        distributed.broadcast_model(model)
         if config.gradient_checkpointing:
             _enable_activation_checkpointing(model)
         # beta > 0: the KL is to the policy as given here (on resume too: build the trainer from the initial model,
@@ -143,13 +138,12 @@ class GRPOTrainer:
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("the model has no trainable parameters")
+            raise InputError("the model has no trainable parameters")
         betas = (config.adam_beta1, config.adam_beta2)
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=betas, eps=config.adam_epsilon,
                                            weight_decay=config.weight_decay)  # fmt: skip
-        main = self.rank == 0
-        self.logger = MetricsLogger(config.output_dir if main else None, log_stream if main else None)
-        self.step = 0  # optimizer steps taken = config.num_iterations * generation batches
+        self.logger = MetricsLogger(config.output_dir if self.rank == 0 else None, self.log_stream)
+        self.step = 0  # optimizer steps taken = config.num_iterations * steps_done
         self._perm: list[int] = []
         self._perm_epoch = -1
 
@@ -175,19 +169,7 @@ class GRPOTrainer:
         return self._perm
 
     def _encode_prompt(self, row: dict[str, Any]) -> list[int]:
-        if not isinstance(row, dict) or "prompt" not in row:
-            raise ValueError(f"every dataset row must be a dict with a 'prompt' column, got {row!r:.80}")
-        ids = _prompt_ids(self.tokenizer, row["prompt"], self.config.prompt_template)
-        limit = self.config.max_prompt_length
-        if limit is not None and len(ids) > limit:
-            ids = ids[-limit:]  # from the left, as TRL truncates
-        room = self.sampler.max_model_len - self.config.max_completion_length
-        if len(ids) > room:
-            raise ValueError(f"a prompt of {len(ids)} tokens does not fit max_model_len={self.sampler.max_model_len} "
-                             f"with max_completion_length={self.config.max_completion_length}; set max_prompt_length")
-        if not ids:
-            raise ValueError(f"prompt {row['prompt']!r:.60} tokenizes to nothing")
-        return ids
+        return validation.encode_prompt(self.tokenizer, row, self.config, self.sampler.max_model_len)[0]
 
     # -- rollout ----------------------------------------------------------------------------------------------
 
@@ -261,7 +243,8 @@ class GRPOTrainer:
         head = model.get_output_embeddings()
         return fused_linear_logprobs(self._completion_hidden(model, batch), head.weight, batch["completion_ids"],
                                      bias=head.bias, temperature=self.config.temperature,
-                                     backend=self.config.loss_backend)  # fmt: skip
+                                     backend=self.config.loss_backend, fp32_head=self.config.fp32_lm_head,
+                                     **self.logit_transform)  # fmt: skip
 
     def micro_batches(self, rollout: Rollout) -> list[dict[str, torch.Tensor]]:
         """The rollout as micro-batches of micro_batch_size completions (see _micro_batch), each with its
@@ -288,7 +271,8 @@ class GRPOTrainer:
             loss, metrics = fused_linear_grpo_loss(
                 hidden, self.lm_head.weight, batch["completion_ids"], batch["mask"], batch["advantages"],
                 None if old_logps is None else old_logps[k], None if ref_logps is None else ref_logps[k],
-                bias=self.lm_head.bias, backend=cfg.loss_backend, temperature=cfg.temperature,
+                bias=self.lm_head.bias, backend=cfg.loss_backend, temperature=cfg.temperature, **self.logit_transform,
+                fp32_head=cfg.fp32_lm_head,
                 num_items_in_batch=items, gradient_accumulation_steps=len(batches),
                 steps_per_generation=len(batches), num_processes=self.world_size, **cfg.loss_options(),
             )  # fmt: skip
@@ -361,48 +345,168 @@ class GRPOTrainer:
 
     # -- the loop and checkpoints -----------------------------------------------------------------------------
 
-    def train(self, resume_from: str | os.PathLike | None = None) -> list[dict[str, float]]:
-        """Runs config.max_steps steps (generation batches, each with num_iterations optimizer steps).
+    @property
+    def steps_done(self) -> int:
+        """Steps (generation batches) completed: what metrics.jsonl and checkpoint names count."""
+        return self.step // self.config.num_iterations
 
-        resume_from: a checkpoint directory, or "latest" (the newest under output_dir; a fresh start when there is
-        none). Logs every logging_steps steps, saves every save_steps steps and at the end (when output_dir is
-        set). Returns the logged metrics, one dict per logged step."""
+    def train(self, resume_from: str | os.PathLike | None = None, *, overwrite: bool = False,
+              allow_config_change: bool = False,
+              export_dir: str | os.PathLike | None = None) -> list[dict[str, float]]:  # fmt: skip
+        """Runs the steps up to config.max_steps (generation batches, each with num_iterations optimizer steps).
+
+        resume_from: None (a fresh start), "latest" (the newest checkpoint under output_dir whose manifest
+        verifies; newer ones that do not verify are named in a CheckpointWarning; a fresh start when there is none)
+        or a checkpoint folder. A fresh start into an output_dir that holds a previous run raises InputError unless
+        overwrite (which deletes its checkpoints, final export and metrics). A checkpoint whose config differs from
+        this one (RUN_LENGTH_KEYS aside) raises InputError unless allow_config_change. On resume metrics.jsonl is
+        cut back to the checkpoint's step, so no step appears twice.
+
+        Logs every logging_steps steps; with output_dir saves every save_steps steps, every save_every_minutes
+        minutes and at the end, keeping save_total_limit; at the end exports the model, its config and the
+        tokenizer to export_dir (default <output_dir>/final). SIGINT/SIGTERM: the current step finishes, a
+        checkpoint is written and train returns; a second signal raises KeyboardInterrupt at once. Under
+        torch.distributed rank 0 decides where to start and writes; every rank loads the same checkpoint and stops
+        after the same step. Returns the logged metrics, one dict per logged step."""
         cfg = self.config
-        if resume_from == "latest":
-            path = latest_checkpoint(cfg.output_dir) if cfg.output_dir else None
-            if path is not None:
-                self.load(path)
-        elif resume_from is not None:
-            self.load(resume_from)
+        if resume_from is not None and overwrite:
+            raise InputError("resume_from and overwrite exclude each other")
+        start = distributed.on_rank0(lambda: self._choose_start(resume_from, overwrite, allow_config_change))
+        if start is not None:
+            self.load(start, verify=False)  # rank 0 verified it
+            self._say(f"resumed from {start} at step {self.steps_done}")
+            if self.steps_done >= cfg.max_steps:
+                self._say(f"the run is finished: {start.name} is at step {self.steps_done} and max_steps="
+                          f"{cfg.max_steps} (raise max_steps to train further)")  # fmt: skip
+        if self.rank == 0:
+            self.logger.truncate(self.steps_done)
         history = []
-        while self.step // cfg.num_iterations < cfg.max_steps:
-            metrics = self.train_step()
-            batch = self.step // cfg.num_iterations
-            if batch % cfg.logging_steps == 0 or batch == cfg.max_steps:
-                self.logger.log(batch, metrics)
-                history.append({"step": batch, **metrics})
-            if cfg.output_dir and (cfg.save_steps and batch % cfg.save_steps == 0 or batch == cfg.max_steps):
-                self.save()
+        last_save, saved_step = time.monotonic(), self.steps_done if start is not None else None
+        with StopRequest() as stop:
+            while self.steps_done < cfg.max_steps:
+                metrics = self.train_step()
+                step = self.steps_done
+                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                    self.logger.log(step, metrics)
+                    history.append({"step": step, **metrics})
+                minutes = (time.monotonic() - last_save) / 60
+                (overdue,) = distributed.any_rank([0 < cfg.save_every_minutes <= minutes], self.device)
+                periodic = cfg.save_steps and step % cfg.save_steps == 0
+                if cfg.output_dir and (overdue or periodic or step == cfg.max_steps):
+                    self.save()
+                    last_save, saved_step = time.monotonic(), step
+                (stopping,) = distributed.any_rank([stop.signal_name is not None], self.device)
+                if stopping:
+                    self._stop(stop.signal_name, saved=saved_step == step)
+                    return history
+        export = Path(export_dir) if export_dir else (Path(cfg.output_dir) / checkpoint.FINAL_DIR if cfg.output_dir
+                                                      else None)  # fmt: skip
+        if export is not None and distributed.on_rank0(lambda: checkpoint.verified_step(export)) != self.steps_done:
+            self.export(export)
+            self._say(f"step {self.steps_done} of {cfg.max_steps} done: the model, its config and tokenizer are in "
+                      f"{export} (from_pretrained loads it)")  # fmt: skip
         return history
 
+    def _stop(self, signal_name: str | None, saved: bool) -> None:
+        """After a stop signal: a checkpoint of the step just finished (unless written already), and one line."""
+        if not self.config.output_dir:
+            self._say(f"stopped by {signal_name or 'a signal'} after step {self.steps_done}; nothing saved (no "
+                      "output_dir)")  # fmt: skip
+            return
+        path = checkpoint.checkpoint_dir(self.config.output_dir, self.steps_done)
+        if not saved:
+            path = self.save()
+        self._say(f"stopped by {signal_name or 'a signal to another rank'} after step {self.steps_done}: saved "
+                  f"{path} (continue with --resume latest)")  # fmt: skip
+
+    def _choose_start(self, resume_from: str | os.PathLike | None, overwrite: bool,
+                      allow_config_change: bool) -> Path | None:  # fmt: skip
+        """Where the run starts, decided on rank 0: None (step 0) or a checkpoint that verifies. Finishes saves a
+        crash interrupted; clears the previous run when overwrite. Raises InputError (see train)."""
+        cfg = self.config
+        out = Path(cfg.output_dir) if cfg.output_dir else None
+        if out is not None:
+            for path in checkpoint.finish_interrupted_saves(out):
+                self._say(f"completed {path}, whose save was interrupted after it was written")
+        if resume_from is None:
+            previous = self._previous_run()
+            if previous and not overwrite:
+                names = ", ".join(p.name for p in previous[:3]) + (", ..." if len(previous) > 3 else "")
+                raise InputError(f"{out} already holds a run ({names}): continue it with --resume latest "
+                                 "(resume_from='latest') or replace it with --overwrite (overwrite=True)")  # fmt: skip
+            for path in previous:
+                checkpoint.remove_checkpoint(path) if path.is_dir() else path.unlink()
+            return None
+        if resume_from == "latest":
+            if out is None:
+                raise InputError("resume_from='latest' needs config.output_dir")
+            path = checkpoint.latest_checkpoint(out)
+            if path is None:
+                self._say(f"no checkpoint to resume from in {out}: starting at step 0")
+                return None
+        else:
+            path = Path(resume_from)
+            checkpoint.verify_checkpoint(path)
+        manifest, state = checkpoint.read_checkpoint_info(path)
+        if manifest.get("config_hash") != cfg.fingerprint():
+            theirs = state.get("config", {})
+            changed = ", ".join(f"{k} {theirs.get(k)!r} -> {getattr(cfg, k, None)!r}" for k in cfg.changed_keys(theirs))
+            if not allow_config_change:
+                raise InputError(f"{path} was trained with another config ({changed}): resume with its config, or "
+                                 "pass --allow-config-change (allow_config_change=True)")  # fmt: skip
+            self._say(f"resuming {path} with a changed config: {changed}")
+        if state.get("world_size", self.world_size) != self.world_size:
+            self._say(f"{path} was trained on {state['world_size']} ranks, this run has {self.world_size}: the rows "
+                      "each step sees differ from the uninterrupted run's")  # fmt: skip
+        return path
+
+    def _previous_run(self) -> list[Path]:
+        """What a previous run left in output_dir: checkpoints, the final export, metrics.jsonl."""
+        out = Path(self.config.output_dir) if self.config.output_dir else None
+        if out is None:
+            return []
+        found = [path for _, path in checkpoint.checkpoint_steps(out)]
+        found += [p for p in (out / checkpoint.FINAL_DIR, out / "metrics.jsonl") if p.exists()]
+        return found
+
+    def _say(self, message: str) -> None:
+        """One line to the console stream (rank 0's)."""
+        if self.log_stream is not None:
+            print(message, file=self.log_stream, flush=True)
+
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Writes a checkpoint (default: <output_dir>/checkpoint-<batch>); under torch.distributed rank 0 writes it
-        and every rank waits for it."""
-        if path is None:
-            if not self.config.output_dir:
+        """Writes a checkpoint atomically (default: <output_dir>/checkpoint-<steps_done>, and then the oldest beyond
+        save_total_limit are removed); under torch.distributed rank 0 writes it and every rank waits for it."""
+        cfg = self.config
+        default = path is None
+        if default:
+            if not cfg.output_dir:
                 raise ValueError("no path given and config.output_dir is not set")
-            path = checkpoint_dir(self.config.output_dir, self.step // self.config.num_iterations)
+            path = checkpoint.checkpoint_dir(cfg.output_dir, self.steps_done)
+        self._write(Path(path), self.optimizer)
+        if default and cfg.save_total_limit and self.rank == 0:
+            checkpoint.rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, self.steps_done)
+        return Path(path)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Writes the model, its config, generation config and the tokenizer (no optimizer) atomically to path, a
+        folder AutoModelForCausalLM.from_pretrained loads."""
+        return self._write(Path(path), None)
+
+    def _write(self, path: Path, optimizer: torch.optim.Optimizer | None) -> Path:
         state = {"step": self.step, "config": self.config.to_dict(), "format": "r1fast-grpo-1",
                  "world_size": self.world_size}  # fmt: skip
         if self.rank == 0:
-            save_checkpoint(path, self.model, self.optimizer, state)
+            checkpoint.save_checkpoint(path, self.model, optimizer, state, step=self.steps_done,
+                                       config_hash=self.config.fingerprint(), tokenizer=self.tokenizer)  # fmt: skip
         distributed.barrier()
-        return Path(path)
+        return path
 
-    def load(self, path: str | os.PathLike) -> None:
+    def load(self, path: str | os.PathLike, *, verify: bool = True) -> None:
         """Restores the model, optimizer and step from a checkpoint written by save() (the dataset order and the
-        sampling seeds follow from the config's seed and the step, so the run continues as if never stopped)."""
-        state = load_checkpoint(path, self.model, self.optimizer)
+        sampling seeds follow from the config's seed and the step, so the run continues as if never stopped).
+        verify: check the manifest's sizes and checksums first. Raises CheckpointError."""
+        state = checkpoint.load_checkpoint(path, self.model, self.optimizer, verify=verify)
         if state.get("format") != "r1fast-grpo-1":
-            raise ValueError(f"{path} is not an r1fast GRPO checkpoint")
+            raise checkpoint.CheckpointError(f"{path} is not an r1fast GRPO checkpoint")
         self.step = int(state["step"])
