@@ -71,7 +71,7 @@ def check_fused(cfg: dict, dtype: torch.dtype, b: int, t: int, h: int, v: int, c
     )  # fmt: skip
     got.backward()
 
-    tol_loss, tol_grad = (max(tol, option_tolerance(cfg)) for tol in TOL_LOW_PRECISION_OPERANDS[dtype])
+    tol_loss, tol_grad = (max(tol, option_tolerance(cfg, dtype)) for tol in TOL_LOW_PRECISION_OPERANDS[dtype])
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(want.item(), rel=tol_loss, abs=tol_loss)
     if dtype == torch.float32:
