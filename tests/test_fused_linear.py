@@ -124,8 +124,10 @@ def test_fused_linear_with_logit_transform_matches_reference(transform, level, c
 
 @pytest.mark.parametrize("transform", TRANSFORMS, ids=transform_id)
 def test_fused_linear_with_logit_transform_matches_reference_bf16(transform, seed):
+    # Logits of std 1, as for the other bf16 tests: peaked softmaxes make dH cancel (a CI seed drew 7.8% of ||dH||
+    # with std 3 and a scale of 1/8).
     cfg = dict(loss_type="grpo", importance_sampling_level="token", beta=0.04, temperature=0.9, **transform)
-    check_fused(cfg, torch.bfloat16, b=2, t=4, h=32, v=67, chunk_size=5, scale=3.0)
+    check_fused(cfg, torch.bfloat16, b=2, t=4, h=32, v=67, chunk_size=5)
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
