@@ -324,6 +324,11 @@ bool is_function_head(const std::string& t) noexcept {
   return true;
 }
 
+// Whether s has a relation (=, <, >, \le, \ge, \neq, \in) outside all brackets.
+bool has_relation(std::string_view s) {
+  return split_top(s, {"=", "<", ">", "\\le", "\\ge", "\\neq", "\\in"}).size() > 1;
+}
+
 bool is_scalar_variable(const Node& n) noexcept {
   return n.kind == Node::Kind::kScalar && (n.expr.is_variable() || is_function_head(n.text));
 }
@@ -615,13 +620,13 @@ Node parse_node(std::string_view s, int depth, Context& ctx) {
       t.text = n.text;
       return t;
     }
-    if (split_top(inner, {"=", "<", ">", "\\le", "\\ge", "\\neq", "\\in"}).size() == 1) {
+    if (!has_relation(inner)) {
       return parse_node(inner, depth + 1, ctx);  // plain grouping: (C), (5)
     }
   }
   {
     Node rel = relation_node(s, depth, ctx);
-    if (rel.kind != Node::Kind::kText || split_top(s, {"=", "<", ">", "\\le", "\\ge", "\\neq", "\\in"}).size() > 1) {
+    if (rel.kind != Node::Kind::kText || has_relation(s)) {
       return rel;
     }
   }

@@ -649,7 +649,7 @@ bool only_number(std::string_view s, std::string_view& number) noexcept {
 }
 
 // Whether s has a word (two or more letters, not a command name): then it is prose, not a value.
-bool has_space_separated_words(std::string_view s) noexcept {
+bool has_prose_word(std::string_view s) noexcept {
   std::size_t run = 0;
   for (std::size_t k = 0; k <= s.size(); ++k) {
     if (k < s.size() && is_letter(s[k])) {
@@ -813,7 +813,7 @@ std::string region_answer(std::string_view s) {
     // A box in a sentence that denies it ("cannot be \boxed{5}"), or followed by another value ("Alternatively
     // \boxed{7}" is a box of its own; "Wait, it is 7"): no answer.
     const std::string_view around = sentence_around(s, last.start, last.end);
-    const auto box_at = static_cast<std::size_t>(s.substr(0, last.start).size()) - static_cast<std::size_t>(around.data() - s.data());
+    const std::size_t box_at = last.start - static_cast<std::size_t>(around.data() - s.data());
     if (negated(around.substr(0, box_at)) || negated(around.substr(box_at + (last.end - last.start)))) return {};
     if (hedged_after(s.substr(last.end))) return {};
     std::string out;
@@ -848,7 +848,7 @@ std::string region_answer(std::string_view s) {
     if (states_value(conclusion) && (negated(conclusion) || qualified_number(after_last_is(conclusion)))) return {};
     std::string_view value = clean(after_last_is(conclusion));
     std::string_view number;
-    if (!value.empty() && !has_space_separated_words(value)) return std::string(value);
+    if (!value.empty() && !has_prose_word(value)) return std::string(value);
     if (only_number(conclusion, number)) return std::string(number);
   }
   if (have_math) {

@@ -225,9 +225,6 @@ std::string normalize_answer(std::string_view s) {
   std::size_t i = 0;
   std::size_t text_ends_at = std::string::npos;  // where the last kept \text{..} group ended in `out`
   while (i < s.size()) {
-    // Whether the last visible thing written is a \text group: a word after a word is no unit (\text{C}\text{A}).
-    const bool last_was_text = text_ends_at != std::string::npos && out.find_first_not_of(' ', text_ends_at) ==
-                                                                        std::string::npos;
     const char c = s[i];
     if (c == '$') {
       ++i;
@@ -418,6 +415,9 @@ std::string normalize_answer(std::string_view s) {
         }
         const char before = last_visible(out);
         const std::size_t after = unit_power_end(s, end);
+        // A word right after a kept \text group is no unit (\text{C}\text{A}).
+        const bool last_was_text = text_ends_at != std::string::npos &&
+                                   out.find_first_not_of(' ', text_ends_at) == std::string::npos;
         const bool after_value = before != 0 && before != '=' && before != ',' && before != '(' && !last_was_text;
         if (after_value && trailing(s, after) && (is_unit_text(inner) || scale_word(inner, out))) {
           // A unit after a value, at the end: 5\text{ cm}, 3\text{ cm}^2, 2.5\text{ million}. Kept as \unit{..} so
