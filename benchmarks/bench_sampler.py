@@ -4,6 +4,9 @@
     python benchmarks/bench_sampler.py --shapes 0.5B --seqs 256 --prompt-lens 128 --new-tokens 256   # one row
     python benchmarks/bench_sampler.py ... --hf-new-tokens 64 --json out.json   # HF generate for 64 tokens only
     python benchmarks/bench_sampler.py --smoke         # any machine: a tiny model, checks the script end to end
+    python benchmarks/bench_sampler.py --host-overhead --repeats 5   # any machine: the sampler's own work per step
+    python benchmarks/bench_sampler.py --cpu --shapes cpu-4x256 --seqs 128 --prompt-lens 32 --new-tokens 64 \
+        --repeats 3 --no-kernel                        # CPU end to end vs HF generate (fp32)
 
 End to end, per (model shape, prompt length, G = 8, new tokens, concurrent sequences), EOS ignored:
   - tokens/s of r1fast's Sampler and of HF `generate` (sampling, same model, same device, same batch), each the
@@ -15,6 +18,11 @@ End to end, per (model shape, prompt length, G = 8, new tokens, concurrent seque
   - the prefill tokens forking saves ((G - 1) * prompt_len per prompt: the prompt is prefilled once per group);
   - sampler-vs-trainer log-prob mismatch: mean / max |delta logp| of the sampled tokens against one full forward
     (HF, same dtype) over a subset of the finished sequences.
+Host overhead (--host-overhead, any device): the model's forward replaced by a stub returning fixed [S, V] logits
+(the tiny shape's V = 512, so that the figure is the sampler's own work: scheduling, packing, sampling ops, reading
+back, appending, stop checks), microseconds per decode step at 64 and 256 sequences (G = 8, prompt 32, 128 new
+tokens, seeded sampling at temperature 1), the one-step loop (decode_steps=1) vs K = 16 and 32 steps per host round
+trip; "bookkeeping" is the part outside the device loop (what a CUDA-graph replay leaves to the host).
 Kernel: paged_attention_decode (bf16, block 16) vs KV bytes / copy bandwidth, and flash-attn's
 flash_attn_with_kvcache on the same data when flash-attn is installed (its paged KV needs 256-token pages, so that
 row pairs it with r1fast at block 256 too).
@@ -47,6 +55,9 @@ SHAPES = {  # Qwen2.5 configs (random weights)
                  num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True),
     "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, vocab_size=512, tie_word_embeddings=True),
+    # issue 10's CPU configuration: 4 layers, hidden 256, Qwen2's vocabulary, untied head (Qwen2Config's default)
+    "cpu-4x256": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=False),
 }  # fmt: skip
 G = 8
 BLOCK_SIZE = 16
@@ -58,11 +69,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device) -> tuple[float, object]:
+def timed(fn, device: torch.device, cpu: dict | None = None) -> tuple[float, object]:
+    """Wall seconds of fn() and its result; cpu["seconds"] gets the process's CPU seconds (all threads), the figure
+    that a shared CPU machine's load does not inflate."""
     sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = fn()
     sync(device)
+    if cpu is not None:
+        cpu["seconds"] = time.process_time() - start_cpu
     return time.perf_counter() - start, result
 
 
@@ -170,8 +185,9 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
     first = make_params(n=G, temperature=1.0, max_tokens=1, ignore_eos=True, seed=0, logprobs=True)
     sampler.generate(prompts[:2], make_params(n=2, max_tokens=4, ignore_eos=True))  # warm-up: compile, capture
     t_first, _ = timed(lambda: sampler.generate(prompts, first), device)
+    r1fast_cpu, hf_cpu = {}, {}
     with host_timer() as host:
-        seconds, groups = timed(lambda: sampler.generate(prompts, params), device)
+        seconds, groups = timed(lambda: sampler.generate(prompts, params), device, r1fast_cpu)
     tokens = sum(len(ids) for _, ids, _ in completions(groups, prompts))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = kv_bytes_per_token(config, dtype) * num_seqs * (prompt_len + new_tokens / 2)  # mean context
@@ -182,7 +198,7 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
         floor_ms_per_step=(weight_bytes + kv_bytes) / bandwidth * 1e3,
         prefill_tokens=len(prompts) * prompt_len, prefill_tokens_saved=(G - 1) * prompt_len * len(prompts),
         mean_dlogp=mean_dlogp, max_dlogp=max_dlogp, hf_tok_s=float("nan"),
-        host_ms_per_step=host["seconds"] / max(1, host["steps"]) * 1e3,
+        host_ms_per_step=host["seconds"] / max(1, host["steps"]) * 1e3, r1fast_cpu_seconds=r1fast_cpu["seconds"],
     )  # fmt: skip
     row["step_over_floor"] = row["ms_per_step"] / row["floor_ms_per_step"]
     sampler.free()
@@ -193,10 +209,60 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
         ids = torch.tensor(prompts, device=device).repeat_interleave(G, 0)
         gen = dict(max_new_tokens=hf_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
         model.generate(ids[:2], attention_mask=torch.ones_like(ids[:2]), **{**gen, "max_new_tokens": 4})  # warm-up
-        seconds, out = timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **gen), device)
+        seconds, out = timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **gen), device, hf_cpu)
         row["hf_tok_s"] = (out.shape[1] - prompt_len) * ids.shape[0] / seconds
         row["speedup_vs_hf"] = row["r1fast_tok_s"] / row["hf_tok_s"]
+        hf_tokens = (out.shape[1] - prompt_len) * ids.shape[0]
+        row["hf_cpu_seconds"] = hf_cpu["seconds"]
+        row["speedup_vs_hf_cpu_time"] = (tokens / r1fast_cpu["seconds"]) / (hf_tokens / hf_cpu["seconds"])
     return row  # the model goes with this frame; main() empties the CUDA cache between rows
+
+
+# -- host overhead: the sampler around a stub forward --------------------------------------------------------
+
+
+def run_host_overhead(num_seqs: int, decode_steps: int, device: torch.device, new_tokens: int = 128) -> dict:
+    """Microseconds per decode step of generate() with the forward replaced by fixed logits of the tiny shape."""
+    from r1fast.sampler import Sampler
+
+    model = build("tiny", device, torch.float32)
+    vocab = model.config.vocab_size
+    sampler = Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs, decode_steps=decode_steps)
+    runner = sampler.runner
+    logits = torch.randn(num_seqs, vocab, device=device)
+    runner._run = lambda batch, seq_lens: logits[: batch.query_start_loc.shape[0] - 1]
+    loop = {"seconds": 0.0}
+    device_loop = runner._decode_steps
+
+    def timed_loop(*args):  # CPU seconds on a CPU device (the load of a shared machine does not count)
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
+        sync(device)
+        start = clock()
+        out = device_loop(*args)
+        sync(device)
+        loop["seconds"] += clock() - start
+        return out
+
+    runner._decode_steps = timed_loop
+    prompts = torch.randint(0, vocab, (num_seqs // G, 32)).tolist()
+    params = make_params(n=G, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
+    sampler.generate(prompts, make_params(n=G, temperature=1.0, max_tokens=4, ignore_eos=True, seed=0))  # warm-up
+    loop["seconds"], cpu = 0.0, {}
+    seconds, _ = timed(lambda: sampler.generate(prompts, params), device, cpu)
+    return dict(kind="host", seqs=num_seqs, decode_steps=decode_steps, new_tokens=new_tokens, vocab=vocab,
+                device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                threads=torch.get_num_threads(), us_per_step=seconds / new_tokens * 1e6,
+                cpu_us_per_step=cpu["seconds"] / new_tokens * 1e6,
+                bookkeeping_us_per_step=((seconds if device.type == "cuda" else cpu["seconds"]) - loop["seconds"])
+                / new_tokens * 1e6)  # fmt: skip
+
+
+def median_row(rows: list[dict], key: str) -> dict:
+    """The row whose `key` is the median of the repeats (the lower middle one), with every repeat's value."""
+    ordered = sorted(rows, key=lambda r: r[key])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["repeats"] = [r[key] for r in rows]
+    return row
 
 
 # -- the decode kernel -----------------------------------------------------------------------------------------
@@ -282,6 +348,16 @@ def print_tables(rows: list[dict], bandwidth: float, device: str) -> None:
                   f"{r['prefill_tokens_saved']:,} of {r['prefill_tokens'] * G:,} | "
                   f"{fmt(r['mean_dlogp'], '.1e')} / {fmt(r['max_dlogp'], '.1e')} |")  # fmt: skip
         print()
+    host = [r for r in rows if r["kind"] == "host"]
+    if host:
+        print("| seqs | decode steps per round trip | threads | CPU us/step (median) | bookkeeping CPU us/step "
+              "| wall us/step | repeats, CPU us/step |")  # fmt: skip
+        print("| --- " * 7 + "|")
+        for r in host:
+            repeats = ", ".join(f"{x:.0f}" for x in r.get("repeats", [r["cpu_us_per_step"]]))
+            print(f"| {r['seqs']} | {r['decode_steps']} | {r['threads']} | {r['cpu_us_per_step']:.0f} | "
+                  f"{r['bookkeeping_us_per_step']:.0f} | {r['us_per_step']:.0f} | {repeats} |")  # fmt: skip
+        print()
     if kernel:
         print("| heads | seqs | context | block | KV MiB | floor us | r1fast us | x floor | no-split us "
               "| flash-attn us |")  # fmt: skip
@@ -308,11 +384,24 @@ def main() -> None:
     parser.add_argument("--hf-new-tokens", type=int, default=None,
                         help="new tokens per sequence for HF generate (default: --new-tokens; fewer saves time)")
     parser.add_argument("--json", type=Path, default=OUT / "bench_sampler.json", help="where the rows go")
+    parser.add_argument("--host-overhead", action="store_true",
+                        help="only the host-overhead rows (stub forward; --seqs, default 64 and 256)")
+    parser.add_argument("--cpu", action="store_true", help="run the end-to-end rows on the CPU in float32")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the median row is kept")
     args = parser.parse_args()
-    if not args.smoke and not torch.cuda.is_available():
-        raise SystemExit("bench_sampler needs CUDA (or pass --smoke for a tiny end-to-end run on this machine)")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (args.smoke or args.host_overhead or args.cpu) and not torch.cuda.is_available():
+        raise SystemExit("bench_sampler needs CUDA (or --smoke, --host-overhead, --cpu on this machine)")
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.host_overhead:
+        if device.type == "cpu":
+            torch.set_num_threads(1)  # small ops: a second thread only waits; CPU time then counts one thread
+        rows = [median_row([run_host_overhead(n, k, device) for _ in range(args.repeats)], "cpu_us_per_step")
+                for n in args.seqs for k in (1, 16, 32)]  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        print_tables(rows, float("nan"), str(device))
+        return
     bandwidth = copy_bandwidth(device)
     if args.smoke:
         sampler_configs = [("tiny", 16, 8, 16)]
@@ -332,8 +421,12 @@ def main() -> None:
         save(rows)
     if not args.no_sampler:
         for config in sampler_configs:
-            rows.append(run_sampler(*config, device, dtype, bandwidth, not args.no_hf, args.hf_new_tokens,
-                                    checkpoint=lambda row: save([*rows, row])))  # fmt: skip
+            repeats = [run_sampler(*config, device, dtype, bandwidth, not args.no_hf, args.hf_new_tokens,
+                                   checkpoint=lambda row: save([*rows, row])) for _ in range(args.repeats)]  # fmt: skip
+            rows.append(repeats[0] if len(repeats) == 1 else median_row(repeats, "r1fast_tok_s"))
+            if len(repeats) > 1 and not args.no_hf:
+                for key in ("speedup_vs_hf", "speedup_vs_hf_cpu_time"):
+                    rows[-1][f"repeats_{key}"] = [r[key] for r in repeats]
             save(rows)
             if device.type == "cuda":
                 torch.cuda.empty_cache()

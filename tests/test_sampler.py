@@ -220,17 +220,21 @@ def test_forked_children_share_full_prompt_blocks(seed):
     model = make("qwen2-tied")
     sampler = Sampler(model, block_size=4)
     used = []
-    forward = sampler.runner.forward
+    runner = sampler.runner
+    forward, decode_steps = runner.forward, runner.decode_steps
 
-    def recording_forward(batch, seq_lens):
-        used.append(sampler.block_manager.num_blocks - sampler.block_manager.num_free)
-        return forward(batch, seq_lens)
+    def recording(fn):
+        def call(*args):
+            used.append(sampler.block_manager.num_blocks - sampler.block_manager.num_free)
+            return fn(*args)
 
-    sampler.runner.forward = recording_forward
+        return call
+
+    runner.forward, runner.decode_steps = recording(forward), recording(decode_steps)
     prompts, g = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12, 13, 14]], 5  # a partial and an exactly full last block
     sampler.generate(prompts, SamplingParams(n=g, temperature=1.0, seed=seed, max_tokens=3, ignore_eos=True))
-    # Prefill: each prompt's blocks once. First decode: full prompt blocks still shared; every child owns one tail
-    # block (a copy of the partial block, or a fresh one after a full block).
+    # Prefill: each prompt's blocks once. The decode chunk (2 steps: positions 6-7 and 8-9): full prompt blocks still
+    # shared; every child owns one tail block (a copy of the partial block, or a fresh one after a full block).
     assert used[0] == 2 + 2
     assert used[1] == (1 + g) + (2 + g)
 
@@ -491,28 +495,33 @@ def test_unseeded_generate_follows_torch_manual_seed():
     assert token_ids(sampler.generate(PROMPTS, params)) != first
 
 
-def test_padded_decode_batch_of_a_cuda_graph_bucket_gives_the_eager_logits():
-    # What a captured decode graph computes, run eagerly (Triton interpreter): the batch copied into the static
-    # buffers and padded to its bucket must give the same logits for the real rows.
+def test_padded_decode_chunk_of_a_cuda_graph_bucket_gives_the_eager_tokens():
+    # What a captured K-step decode graph computes, run eagerly (Triton interpreter): the chunk's rows and state
+    # copied into the static buffers and padded to their bucket must give the same tokens and log-probs.
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2})).eval()
     sampler = Sampler(model, block_size=4, attention_backend="triton", max_num_seqs=8, max_model_len=32)
     runner, checked = sampler.runner, []
-    forward = runner.forward
+    decode_steps = runner.decode_steps
 
-    def checking_forward(batch, seq_lens):
-        logits = forward(batch, seq_lens)
-        if batch.decode and not checked:
-            inputs = runner.static_inputs()
-            bucket = runner.stage(inputs, batch)
-            padded = runner._run(runner.bucket_batch(inputs, bucket), None)
-            torch.testing.assert_close(padded[: len(seq_lens)], logits, rtol=1e-5, atol=1e-5)
-            checked.append((len(seq_lens), bucket))
-        return logits
+    def checking(inputs, state, steps, seq_lens):
+        if checked:
+            return decode_steps(inputs, state, steps, seq_lens)
+        static, static_state = runner.static_inputs(state)
+        bucket = runner.stage(inputs, state, static, static_state)
+        padded = runner._decode_steps(static.rows(bucket), static_state.rows(bucket), steps, runner.max_model_len,
+                                      None)  # fmt: skip
+        tokens, logprobs = decode_steps(inputs, state, steps, seq_lens)
+        s = len(seq_lens)
+        assert torch.equal(padded[0][:s], tokens)
+        torch.testing.assert_close(padded[1][:s], logprobs, rtol=1e-5, atol=1e-5)
+        assert torch.equal(static_state.position[:s], state.position)  # both advanced by `steps`
+        checked.append((s, bucket, steps))
+        return tokens, logprobs
 
-    runner.forward = checking_forward
-    sampler.generate(PROMPTS[:3], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
-    assert checked == [(3, 4)]
+    runner.decode_steps = checking
+    sampler.generate(PROMPTS[:3], SamplingParams(temperature=1.0, seed=3, max_tokens=5, ignore_eos=True))
+    assert checked == [(3, 4, 4)]
     assert runner.buckets() == [1, 2, 4, 8]
 
 

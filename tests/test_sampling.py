@@ -6,19 +6,26 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from r1fast.sampler.sampling import (
     SamplingParams,
+    SamplingState,
     apply_repetition_penalty,
+    counter_uniform,
     filter_logits,
+    inverse_cdf_draw,
     mix_seed,
+    philox,
+    sample,
     sample_next,
-    torch_exponential_race,
 )
 
 DRAWS = 4000
-# kernel=True: r1fast.kernels.sampling under the Triton interpreter (tests/conftest.py sets it without CUDA).
-PATHS = pytest.mark.parametrize("kernel", [False, True], ids=["torch", "triton"])
+# kernel=True: r1fast.kernels.sampling under the Triton interpreter (tests/conftest.py sets it without CUDA);
+# kernel=False: the CPU's counter-based inverse-CDF draw.
+PATHS = pytest.mark.parametrize("kernel", [False, True], ids=["cpu", "triton"])
 
 
 def chi_square_critical(df: int, p: float = 1e-6) -> float:
@@ -118,21 +125,84 @@ def test_mixed_batch_greedy_rows_and_seeded_rows_and_a_penalised_row(seed, kerne
     torch.testing.assert_close(logps, want)
 
 
-def test_both_races_give_a_long_flat_tail_its_mass(seed):
-    # 8,192 equally likely tail tokens (1/16,384 each) next to one token of probability 1/2: a tail token wins only
-    # with small noise E (~1e-4), the regime where the kernel's uniform -> exponential map must keep its precision.
+def test_both_draws_give_a_long_flat_tail_its_mass(seed):
+    # 8,192 equally likely tail tokens (1/16,384 each) next to one token of probability 1/2: a tail token wins the
+    # race only with small noise E (~1e-4), the regime where the kernel's uniform -> exponential map must keep its
+    # precision; the inverse CDF must resolve steps of 1/16,384 over a float64 cumulative sum.
     from r1fast.kernels.sampling import exponential_race
 
     vocab, rows = 8_193, 512
     scores = torch.zeros(rows, vocab)
     scores[:, 0] = math.log(vocab - 1)  # P(token 0) = (V - 1) / (2 (V - 1)) = 1 / 2
     seeds = torch.tensor([mix_seed(seed, r) for r in range(rows)])
-    for tokens in (exponential_race(scores, seeds, torch.zeros(rows, dtype=torch.int64)),
-                   torch_exponential_race(scores, seeds.tolist(), [0] * rows)):  # fmt: skip
+    steps = torch.zeros(rows, dtype=torch.int64)
+    weights = torch.exp(scores - scores.amax(-1, keepdim=True))
+    for tokens in (exponential_race(scores, seeds, steps), inverse_cdf_draw(weights, counter_uniform(seeds, steps))):
         head = (tokens == 0).sum().item()
         # Binomial(512, 1/2): 6 standard deviations is 68.
         assert abs(head - rows / 2) < 68, head
         assert len(set(tokens[tokens != 0].tolist())) > 0.9 * (rows - head)  # the tail spreads over many tokens
+
+
+@triton.jit
+def _philox_words(seeds_ptr, c0_ptr, c1_ptr, out_ptr, N: tl.constexpr):
+    i = tl.arange(0, N)
+    bits, _, _, _ = tl.philox(tl.load(seeds_ptr + i).to(tl.uint64), tl.load(c0_ptr + i).to(tl.uint32),
+                              tl.load(c1_ptr + i).to(tl.uint32), tl.zeros((N,), tl.uint32), tl.zeros((N,), tl.uint32))
+    tl.store(out_ptr + i, bits.to(tl.int64) & 0xFFFFFFFF)
+
+
+def test_philox_in_tensor_ops_gives_tritons_philox_bits(seed):
+    # The CPU's counter-based uniforms come from the same Philox4x32-10 stream as the Triton race's noise.
+    n = 64
+    seeds = torch.randint(-(1 << 63), (1 << 63) - 1, (n,), dtype=torch.int64)
+    seeds[:4] = torch.tensor([0, 1, -1, (1 << 63) - 1])
+    c0 = torch.randint(0, 1 << 32, (n,), dtype=torch.int64)
+    c1 = torch.randint(0, 1 << 32, (n,), dtype=torch.int64)
+    c1[:2] = torch.tensor([0, (1 << 32) - 1])
+    want = torch.empty(n, dtype=torch.int64)
+    _philox_words[(1,)](seeds, c0, c1, want, N=n)
+    assert torch.equal(philox(seeds, c0, c1), want)
+    u = counter_uniform(seeds, c1)
+    assert ((u > 0) & (u < 1)).all() and u.dtype == torch.float64
+
+
+def test_cpu_draw_depends_on_seed_and_step_only(seed):
+    # A row's token is a function of (its weights, seed, step): the same in any batch, and other seeds or steps move it.
+    torch.manual_seed(seed)
+    weights = torch.rand(1, 2500).expand(256, -1).contiguous()  # three blocks of the two-level sum, the last partial
+    weights[:, 1000:1100] = 0.0
+    seeds = torch.tensor([mix_seed(seed, r) for r in range(256)])
+    steps = torch.arange(256)
+    draw = lambda rows: inverse_cdf_draw(weights[rows], counter_uniform(seeds[rows], steps[rows]))  # noqa: E731
+    tokens = draw(slice(None))
+    order = torch.randperm(256)
+    assert torch.equal(draw(order), tokens[order])
+    assert torch.equal(draw(slice(7, 8)), tokens[7:8])
+    assert len(set(tokens.tolist())) > 200 and not ((tokens >= 1000) & (tokens < 1100)).any()
+    # The draw inverts the float64 cumulative distribution: the token is where the row's uniform falls.
+    cdf = weights.double().cumsum(-1)
+    target = counter_uniform(seeds, steps)[:, None] * cdf[:, -1:]
+    assert torch.equal(tokens, (cdf <= target).sum(-1).clamp_max(2499))
+
+
+def test_sampling_state_keeps_per_row_settings_and_records_tokens(seed):
+    # State built once per row; take() / cat() reorder rows with their settings; record() fills the seen set that
+    # the repetition penalty reads, and advances the draw counter.
+    params = [SamplingParams(temperature=0, repetition_penalty=2.0), SamplingParams(temperature=0.5, top_k=3)]
+    state = SamplingState.build(params, [5, 6], [10, 20], [[1, 2], [3]], 8, torch.device("cpu"))
+    assert state.seen.nonzero().tolist() == [[0, 1], [0, 2], [1, 3]]
+    assert state.top_k.tolist() == [0, 3] and state.top_k_max == 3 and state.any_greedy and not state.all_greedy
+    state.record(torch.tensor([4, 5]))
+    assert state.position.tolist() == [11, 21] and state.seen[0, 4] and state.seen[1, 5]
+    swapped = state.take(torch.tensor([1, 0]))
+    assert swapped.seed.tolist() == [6, 5] and torch.equal(swapped.seen, state.seen.flip(0))
+    both = SamplingState.cat([state, swapped])
+    assert both.seed.tolist() == [5, 6, 6, 5] and both.seen.shape == (4, 8)
+    logits = torch.zeros(4, 8)
+    logits[:, 4] = 1.0  # row 0 has seen token 4: penalised to 0.5, still the argmax; the others sample
+    tokens, _ = sample(logits, both)
+    assert tokens[0].item() == 4
 
 
 def test_exponential_race_rejects_bad_input():
@@ -158,10 +228,10 @@ def test_repetition_penalty_follows_hf_semantics():
 
 def test_filter_logits_keeps_the_top_token_and_works_per_row():
     logits = torch.tensor([[0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
-    out = filter_logits(logits, [1, 0], torch.tensor([0.01, 0.5]), torch.tensor([0.99, 0.0]))
+    out = filter_logits(logits, torch.tensor([1, 0]), torch.tensor([0.01, 0.5]), torch.tensor([0.99, 0.0]))
     assert torch.isfinite(out[0]).any()  # ties: nothing strictly below the k-th value is dropped
     assert torch.isfinite(out[1]).tolist() == [True, False, False]  # row 2: top-p 0.5 keeps the argmax only
-    out = filter_logits(torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]]), [2, -1], None, None)
+    out = filter_logits(torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]]), torch.tensor([2, -1]), None, None)
     assert torch.isfinite(out).tolist() == [[True, True, False, False], [True] * 4]  # top-k per row, -1 = off
 
 

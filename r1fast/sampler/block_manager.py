@@ -68,9 +68,10 @@ class BlockManager:
         if self.ref_counts[block] == 0:
             self.free_blocks[block] = None
 
-    def blocks_needed(self, seq: Sequence) -> int:
-        """New blocks `seq` needs to hold all its tokens (a private copy of a shared tail counts as one)."""
-        needed = self.blocks_for(len(seq)) - len(seq.block_table)
+    def blocks_needed(self, seq: Sequence, lookahead: int = 0) -> int:
+        """New blocks `seq` needs to hold all its tokens and `lookahead` more (the K/V a multi-step decode writes
+        before the host sees its tokens); a private copy of a shared tail counts as one."""
+        needed = self.blocks_for(len(seq) + lookahead) - len(seq.block_table)
         tail_written = seq.num_cached % self.block_size != 0 and seq.num_cached < len(seq)
         if tail_written and self.ref_counts[seq.block_table[-1]] > 1:
             needed += 1
@@ -79,9 +80,10 @@ class BlockManager:
     def can_reserve(self, seq: Sequence, headroom: int = 0) -> bool:
         return self.blocks_needed(seq) + headroom <= self.num_free
 
-    def reserve(self, seq: Sequence) -> None:
-        """Give `seq` blocks for every token it holds, copying a shared tail block it is about to write."""
-        if self.blocks_needed(seq) > self.num_free:
+    def reserve(self, seq: Sequence, lookahead: int = 0) -> None:
+        """Give `seq` blocks for every token it holds and `lookahead` more, copying a shared tail block it is about
+        to write."""
+        if self.blocks_needed(seq, lookahead) > self.num_free:
             raise RuntimeError("reserve() without enough free blocks; check can_reserve() first")
         if seq.num_cached % self.block_size != 0 and seq.num_cached < len(seq):
             tail = seq.block_table[-1]
@@ -90,7 +92,7 @@ class BlockManager:
                 self.pending_copies.append((tail, private))
                 self._release(tail)
                 seq.block_table[-1] = private
-        while len(seq.block_table) < self.blocks_for(len(seq)):
+        while len(seq.block_table) < self.blocks_for(len(seq) + lookahead):
             seq.block_table.append(self._take())
 
     def fork(self, parent: Sequence, child: Sequence) -> None:

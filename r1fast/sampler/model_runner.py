@@ -5,19 +5,26 @@ q/k norms and MLPs), so an in-place optimizer step is seen by the next forward. 
 here, as cos/sin tables from transformers' own rope-init functions (ROPE_INIT_FUNCTIONS), so that the model's
 rotary module, which mutates its buffers for dynamic rope, is never called.
 
-On CUDA with cuda_graphs=True, decode steps replay CUDA graphs captured per batch-size bucket. A graph holds the
-addresses of the parameters and of the KV pool: in-place updates of the parameters are seen, but replacing a
-parameter tensor (or moving the model) is detected at the next generate() and the graphs are captured again.
+Decode runs K steps per host call (decode_steps): each step's forward, its sampling from the rows' device-resident
+state (r1fast.sampler.sampling.SamplingState) and the next step's inputs stay on the device; the host reads back one
+[S, K] chunk of tokens. On CUDA with cuda_graphs=True that chunk is one replay of a CUDA graph captured per
+(batch-size bucket, K, sampling flags) over the same code. A graph holds the addresses of the parameters and of the
+KV pool: in-place updates of the parameters are seen, but replacing a parameter tensor (or moving the model) is
+detected at the next generate() and the graphs are captured again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from r1fast.logit_transform import LogitTransform
 from r1fast.loss import lm_head_fp32
 from r1fast.sampler.attention import Batch, attention, use_triton
+from r1fast.sampler.sampling import SamplingState, counter_uniform, sample
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
@@ -104,6 +111,24 @@ class Rotary:
         return cos[:, None, :], sin[:, None, :]
 
 
+@dataclass
+class DecodeInputs:
+    """The device inputs of a chunk of decode steps for S rows: input_ids [S] int64 (each row's last token, whose
+    K/V the first step computes), start [S] int64 (its position), block_tables [S, M] int32 (blocks for every
+    position the chunk writes), live [S] bool or None (False: a padding row of a CUDA-graph bucket, which writes and
+    attends to nothing)."""
+
+    input_ids: torch.Tensor
+    start: torch.Tensor
+    block_tables: torch.Tensor
+    live: torch.Tensor | None = None
+
+    def rows(self, b: int) -> DecodeInputs:
+        """Views of the first b rows (a CUDA-graph bucket of max-size buffers)."""
+        return DecodeInputs(*(None if t is None else t[:b] for t in (self.input_ids, self.start, self.block_tables,
+                                                                      self.live)))  # fmt: skip
+
+
 class ModelRunner:
     """Runs the decoder stack of `model` on packed tokens, storing K/V into per-layer paged caches.
 
@@ -132,9 +157,11 @@ class ModelRunner:
         self.v_caches: list[torch.Tensor] = []
         self.block_size = 0
         self._rotary: Rotary | None = None
-        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self._graph_outputs: dict[int, torch.Tensor] = {}
-        self._graph_inputs: dict[str, torch.Tensor] = {}
+        self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self._graph_outputs: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._graph_inputs: DecodeInputs | None = None
+        self._graph_state: SamplingState | None = None
+        self._graph_pool = None
         self._graph_key: tuple | None = None
         self.num_graph_replays = 0
 
@@ -222,20 +249,63 @@ class ModelRunner:
     def forward(self, batch: Batch, seq_lens: list[int]) -> torch.Tensor:
         """Logits at the last token of each sequence, after the model's logit transform: [S, V] float32.
         seq_lens: batch.context_lens on the host."""
-        if batch.decode and self._graphs_usable():
-            if not self._graphs:
-                self._capture()
-            return self._replay(batch)
         return self._run(batch, seq_lens)
+
+    # -- multi-step decode ------------------------------------------------------------------------------------
+
+    def _decode_steps(self, inputs: DecodeInputs, state: SamplingState, steps: int, max_context_len: int,
+                      seq_lens: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """`steps` decode steps on the device, each sampling the next step's input (no host reads: the code a CUDA
+        graph captures). seq_lens: the rows' host lengths (dynamic rope only). Returns tokens, logprobs [S, steps]."""
+        s, size, device = inputs.input_ids.shape[0], self.block_size, inputs.input_ids.device
+        positions = inputs.start[None, :] + torch.arange(steps, device=device)[:, None]  # [K, S]
+        pages = inputs.block_tables.long().gather(1, (positions // size).t()).t().contiguous()  # kernels read rows
+        slots = pages * size + positions % size
+        context = (positions + 1).to(torch.int32)
+        if inputs.live is not None:
+            slots = slots.masked_fill(~inputs.live, -1)
+            context = context.masked_fill(~inputs.live, 0)
+        starts = torch.arange(s + 1, dtype=torch.int32, device=device)
+        kernel = self.triton_sampling
+        # The CPU draw's uniforms of every step at once: keyed by (seed, position), so known before the chunk runs.
+        draws = state.position[:, None] + torch.arange(steps, device=device)
+        uniforms = None if kernel else counter_uniform(state.seed[:, None], draws)
+        ids, tokens, logprobs = inputs.input_ids, [], []
+        for k in range(steps):
+            batch = Batch(input_ids=ids, positions=positions[k], slot_mapping=slots[k],
+                          block_tables=inputs.block_tables, context_lens=context[k], query_start_loc=starts,
+                          max_query_len=1, max_context_len=max_context_len, fresh=False, decode=True)  # fmt: skip
+            token, logprob = sample(self._run(batch, None if seq_lens is None else seq_lens + k), state, kernel=kernel,
+                                    uniform=None if uniforms is None else uniforms[:, k])  # fmt: skip
+            state.record(token)
+            tokens.append(token)
+            logprobs.append(logprob)
+            ids = token
+        return torch.stack(tokens, 1), torch.stack(logprobs, 1)
+
+    @torch.no_grad()
+    def decode_steps(self, inputs: DecodeInputs, state: SamplingState, steps: int, seq_lens: np.ndarray):
+        """`steps` decode steps of S rows, sampled from their state (advanced in place: positions and seen sets).
+
+        inputs: see DecodeInputs (blocks reserved for all `steps` positions); seq_lens: [S] the rows' lengths on the
+        host. Every row runs every step (a row that stops early is the caller's to cut). Returns tokens [S, steps]
+        int64 and logprobs [S, steps] float32 on the device. On CUDA with cuda_graphs, one graph replay.
+        """
+        s = inputs.input_ids.shape[0]
+        if self._graphs_usable() and s <= self.max_num_seqs:
+            return self._replay(inputs, state, steps)
+        dynamic = self.rotary().is_dynamic
+        return self._decode_steps(inputs, state, steps, int(seq_lens.max()) + steps - 1,
+                                  seq_lens if dynamic else None)  # fmt: skip
 
     # -- CUDA graphs for decode -------------------------------------------------------------------------------
 
     def _graphs_usable(self) -> bool:
-        return (self.cuda_graphs and self.device.type == "cuda" and not self.rotary().is_dynamic
-                and use_triton(self.attention_backend, self.device, self.head_dim))  # fmt: skip
+        return (self.cuda_graphs and self.device.type == "cuda" and self.triton_sampling
+                and not self.rotary().is_dynamic and use_triton(self.attention_backend, self.device, self.head_dim))
 
     def buckets(self) -> list[int]:
-        """Decode batch sizes with a captured graph; a batch runs in the smallest bucket that holds it."""
+        """Decode batch sizes with captured graphs; a batch runs in the smallest bucket that holds it."""
         sizes = [b for b in (1, 2, 4, 8) if b < self.max_num_seqs] + list(range(16, self.max_num_seqs, 16))
         return sorted({*sizes, self.max_num_seqs})
 
@@ -250,67 +320,67 @@ class ModelRunner:
             self._drop_graphs()
 
     def _drop_graphs(self) -> None:
-        self._graphs, self._graph_outputs, self._graph_inputs, self._graph_key = {}, {}, {}, None
+        self._graphs, self._graph_outputs, self._graph_key = {}, {}, None
+        self._graph_inputs = self._graph_state = self._graph_pool = None
 
-    def static_inputs(self) -> dict[str, torch.Tensor]:
-        """The max-size input buffers that captured decode graphs read (bucket b reads the first b rows)."""
+    def static_inputs(self, state: SamplingState) -> tuple[DecodeInputs, SamplingState]:
+        """Max-size buffers that captured graphs read (bucket b reads the first b rows): the chunk inputs, and a
+        state with state's flags."""
         size, device = self.max_num_seqs, self.device
         width = -(-self.max_model_len // self.block_size)
-        return dict(
-            input_ids=torch.zeros(size, dtype=torch.int64, device=device),
-            positions=torch.zeros(size, dtype=torch.int64, device=device),
-            slot_mapping=torch.full((size,), -1, dtype=torch.int64, device=device),
-            block_tables=torch.zeros(size, width, dtype=torch.int32, device=device),
-            context_lens=torch.zeros(size, dtype=torch.int32, device=device),
-            query_start_loc=torch.arange(size + 1, dtype=torch.int32, device=device),
-        )
+        inputs = DecodeInputs(input_ids=torch.zeros(size, dtype=torch.int64, device=device),
+                              start=torch.zeros(size, dtype=torch.int64, device=device),
+                              block_tables=torch.zeros(size, width, dtype=torch.int32, device=device),
+                              live=torch.zeros(size, dtype=torch.bool, device=device))  # fmt: skip
+        pad = torch.zeros(size, dtype=torch.int64, device=device)
+        pad[: state.seed.shape[0]] = torch.arange(state.seed.shape[0], device=device)
+        return inputs, state.take(pad)
 
-    def bucket_batch(self, inputs: dict[str, torch.Tensor], b: int) -> Batch:
-        """The decode batch of bucket b over the static buffers."""
-        views = {k: v[: b + 1] if k == "query_start_loc" else v[:b] for k, v in inputs.items()}
-        return Batch(**views, max_query_len=1, max_context_len=self.max_model_len, fresh=False, decode=True)
-
-    def stage(self, inputs: dict[str, torch.Tensor], batch: Batch) -> int:
-        """Copy a decode batch of S <= max_num_seqs sequences into the static buffers and pad it to its bucket b
-        (returned): padding rows write nothing (slot -1) and attend to nothing (context length 0)."""
-        s = batch.input_ids.shape[0]
+    def stage(self, inputs: DecodeInputs, state: SamplingState, static: DecodeInputs, static_state: SamplingState
+              ) -> int:  # fmt: skip
+        """Copy S <= max_num_seqs rows into the static buffers and pad them to their bucket b (returned)."""
+        s = inputs.input_ids.shape[0]
         b = next(b for b in self.buckets() if b >= s)
-        for name in ("input_ids", "positions", "slot_mapping", "context_lens"):
-            inputs[name][:s].copy_(getattr(batch, name))
-        inputs["slot_mapping"][s:b].fill_(-1)
-        inputs["context_lens"][s:b].zero_()
-        inputs["input_ids"][s:b].zero_()
-        inputs["positions"][s:b].zero_()
-        width = batch.block_tables.shape[1]
-        inputs["block_tables"][:s, :width].copy_(batch.block_tables)  # entries past a sequence's pages: never read
+        static.input_ids[:s].copy_(inputs.input_ids)
+        static.start[:s].copy_(inputs.start)
+        static.start[s:b].zero_()
+        static.live[:s].fill_(True)
+        static.live[s:b].fill_(False)
+        static.block_tables[:s, : inputs.block_tables.shape[1]].copy_(inputs.block_tables)
+        static.block_tables[s:b].zero_()
+        for name in SamplingState.ROWS:
+            source = getattr(state, name)
+            if source is not None:
+                getattr(static_state, name)[:s].copy_(source)
         return b
 
-    def _capture(self) -> None:
-        """Capture one decode graph per bucket, largest first so that the smaller ones reuse its memory pool."""
-        device = self.device
-        inputs = self.static_inputs()
-        pool = None
-        for b in reversed(self.buckets()):
-            batch = self.bucket_batch(inputs, b)
+    def _replay(self, inputs: DecodeInputs, state: SamplingState, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        device, s = self.device, inputs.input_ids.shape[0]
+        if self._graph_state is None or self._graph_state.flags() != state.flags():
+            self._graph_inputs, self._graph_state = self.static_inputs(state)
+            self._graphs, self._graph_outputs = {}, {}
+        static, static_state = self._graph_inputs, self._graph_state
+        b = self.stage(inputs, state, static, static_state)
+        key = (b, steps)
+        if key not in self._graphs:
+            view = static_state.rows(b)
             stream = torch.cuda.Stream(device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm-up: compiles the kernels outside the capture
-                self._run(batch, None)
+                self._decode_steps(static.rows(b), view, steps, self.max_model_len, None)
             torch.cuda.current_stream(device).wait_stream(stream)
+            self.stage(inputs, state, static, static_state)  # the warm-up advanced the staged state
+            if self._graph_pool is None:
+                self._graph_pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._graph_outputs[b] = self._run(batch, None)
-            pool = graph.pool()
-            self._graphs[b] = graph
-        torch.cuda.synchronize(device)
-        self._graph_inputs = inputs
-        self._graph_key = self._key()
-
-    def _replay(self, batch: Batch) -> torch.Tensor:
-        s = batch.input_ids.shape[0]
-        if s > self.max_num_seqs:
-            return self._run(batch, None)
-        b = self.stage(self._graph_inputs, batch)
-        self._graphs[b].replay()
+            with torch.cuda.graph(graph, pool=self._graph_pool):
+                self._graph_outputs[key] = self._decode_steps(static.rows(b), view, steps, self.max_model_len, None)
+            self._graphs[key] = graph
+            self._graph_key = self._key()
+        self._graphs[key].replay()
         self.num_graph_replays += 1
-        return self._graph_outputs[b][:s].clone()
+        state.position.copy_(static_state.position[:s])
+        if state.seen is not None:
+            state.seen.copy_(static_state.seen[:s])
+        tokens, logprobs = self._graph_outputs[key]
+        return tokens[:s].clone(), logprobs[:s].clone()

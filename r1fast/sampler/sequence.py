@@ -19,7 +19,7 @@ class Sequence:
     """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
 
     A sequence with fork > 1 is a group parent: once its prompt is prefilled, it splits into `fork` children
-    that share its prompt blocks. seed: keys the noise of its draws (r1fast.sampler.sampling.sample_next).
+    that share its prompt blocks. seed: keys the noise of its draws (r1fast.sampler.sampling.sample).
     block_hashes: prefix-cache names of its first full blocks (see
     block_manager.block_hash); num_named_blocks: how many of its blocks were offered to the prefix cache.
     """
