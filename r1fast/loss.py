@@ -686,7 +686,62 @@ def fused_linear_grpo_loss(
     return loss, metrics
 
 
-@torch.no_grad()
+class _FusedLinearLogprobs(torch.autograd.Function):
+    """hidden [N, H], weight [V, H], bias [V] | None -> (logp [N], entropy [N] | None) float32 of the Triton path,
+    both differentiable.
+
+    The forward keeps only the per-token lse (and entropy) ([N] float32); the backward recomputes each chunk's
+    logits, writes d(loss)/d(logits) for both outputs into them (row_grad) and feeds them into the two matmuls (8NHV
+    in all, no [N, V] tensor). For SFT's cross-entropy (-logp of the label) and verl's fused log-probs + entropy."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, temperature, transform, fp32_head, chunk, with_entropy):
+        ctx.set_materialize_grads(False)
+        kernels = _kernels()
+        n = hidden.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(logp)
+        entropy = torch.empty_like(logp) if with_entropy else None
+        for s, e in _chunks(n, chunk):
+            lse[s:e], logp[s:e], ent = kernels.row_stats(_linear(hidden[s:e], weight, bias, fp32_head), ids[s:e],
+                                                         temperature, with_entropy, **transform)  # fmt: skip
+            if with_entropy:
+                entropy[s:e] = ent
+        ctx.save_for_backward(hidden, weight, bias, ids, lse, lse if entropy is None else entropy)
+        ctx.options = (temperature, transform, fp32_head, chunk, with_entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, bias, ids, lse, entropy = ctx.saved_tensors
+        temperature, transform, fp32_head, chunk, with_entropy = ctx.options
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        none = (None,) * 6
+        if (grad_logp is None and grad_entropy is None) or not (want_h or want_w or want_b):
+            return None, None, None, *none
+        grad_logp = torch.zeros_like(lse) if grad_logp is None else grad_logp.to(torch.float32).contiguous()
+        grad_entropy = None if grad_entropy is None else grad_entropy.to(torch.float32).contiguous()
+        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if want_b else None
+        for s, e in _chunks(hidden.shape[0], chunk):
+            logits_c = _linear(hidden[s:e], weight, bias, fp32_head)
+            dlogits = _kernels().row_grad(
+                logits_c, ids[s:e], lse[s:e], grad_logp[s:e], temperature, out=logits_c, **transform,
+                grad_entropy=None if grad_entropy is None else grad_entropy[s:e],
+                entropy=entropy[s:e] if with_entropy else None,
+            ).to(hidden.dtype)  # fmt: skip
+            if want_h:
+                torch.mm(dlogits, weight, out=grad_h[s:e])
+            if want_w:
+                _accumulate_dweight(grad_w, dlogits, hidden[s:e])
+            if want_b:
+                grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+            del logits_c, dlogits
+        to = lambda g, like: None if g is None else g.to(like.dtype)  # noqa: E731
+        return grad_h, to(grad_w, weight), to(grad_b, bias), *none
+
+
 def fused_linear_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -701,14 +756,17 @@ def fused_linear_logprobs(
     chunk_size: int | None = None,
     fp32_head: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (and entropies) of softmax(transform(hidden @ weight.T + bias) / temperature) at ``index``; no grad.
+    """Log-probs (and entropies) of softmax(transform(hidden @ weight.T + bias) / temperature) at ``index``.
 
-    For the old-policy and reference-model log-probs. hidden: [..., H] float; weight: [V, H] same dtype/device;
+    For the old-policy and reference-model log-probs, and (with a gradient) SFT's cross-entropy, -logp of the label.
+    hidden: [..., H] float; weight: [V, H] same dtype/device;
     bias: [V] or None; index: [...] integer in [0, V); logit_scale, logit_softcap: the model's logit transform.
-    Tokens are processed in chunks on every backend, so no [tokens, V] tensor is ever allocated. fp32_head: the
-    logits in float32 from low-precision operands (see fused_linear_grpo_loss). Returns logps [...]
-    float32 (float64 for float64 inputs on the reference backend), and entropy [...] of the same dtype when
-    return_entropy.
+    Tokens are processed in chunks on every backend, so no [tokens, V] tensor is ever allocated (the reference
+    backend keeps each chunk's logits for its backward). fp32_head: the logits in float32 from low-precision operands
+    (see fused_linear_grpo_loss). Returns logps [...] float32 (float64 for float64 inputs on the reference backend),
+    and entropy [...] of the same dtype when return_entropy. Both are differentiable with respect to hidden, weight
+    and bias when grad mode is on and one of them requires grad (the Triton backward recomputes each chunk's logits:
+    8NHV in all).
     Raises TypeError / ValueError on bad input.
     """
     _check_float("hidden", hidden)
@@ -724,6 +782,21 @@ def fused_linear_logprobs(
     ids = index.reshape(-1).to(torch.int64).contiguous()
     n = rows.shape[0]
     chunk = _chunk_size(n, vocab, torch.float32 if fp32_head else hidden.dtype, hidden.device, chunk_size)
+    grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (hidden, weight, bias))
+    if grad:
+        if use_triton:
+            logp, entropy = _FusedLinearLogprobs.apply(rows, weight, bias, ids, temperature, transform, fp32_head,
+                                                       chunk, return_entropy)  # fmt: skip
+        else:  # the reference, differentiated by autograd chunk by chunk
+            logps, entropies = [], []
+            for s, e in _chunks(n, chunk):
+                logits_c = _linear(rows[s:e], weight, bias, fp32_head)
+                logps.append(reference.selective_log_softmax(logits_c, ids[s:e], temperature, **transform))
+                if return_entropy:
+                    entropies.append(reference.entropy_from_logits(logits_c, temperature, **transform))
+            logp, entropy = torch.cat(logps), torch.cat(entropies) if return_entropy else None
+        logp = logp.view(index.shape)
+        return (logp, entropy.view(index.shape)) if return_entropy else logp
     out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     logp = torch.empty(n, dtype=out_dtype, device=hidden.device)
     entropy = torch.empty_like(logp) if return_entropy else None

@@ -11,6 +11,7 @@ All functions work in the dtype they are given (float64 in tests); low-precision
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -228,14 +229,22 @@ def aggregate_loss(
     return masked.sum() / normalizer
 
 
-def high_entropy_mask(entropies: torch.Tensor, mask: torch.Tensor, top_entropy_quantile: float) -> torch.Tensor:
+def high_entropy_mask(
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    top_entropy_quantile: float,
+    gather_entropies: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """TRL's entropy mask (top_entropy_quantile; "Beyond the 80/20 Rule"): the policy gradient flows only through the
     tokens whose entropy is at least the (1 - q) quantile (torch.quantile, linear interpolation) of the batch's
     completion-token entropies. entropies, mask: [B, T]. Returns [B, T] bool, False on padding (everywhere when no
-    token is a completion token). One process's batch: TRL gathers every process's tokens for the quantile.
+    process has a completion token). gather_entropies: maps this process's completion-token entropies [n] float32 to
+    every process's [N] (TRL's quantile is over the tokens of all processes); None: this process's tokens alone.
     """
     valid = mask.bool()
     tokens = entropies.detach()[valid]
+    if gather_entropies is not None:
+        tokens = gather_entropies(tokens.float())  # a collective: every process calls it, with or without tokens
     if tokens.numel() == 0:
         return torch.zeros_like(valid)
     threshold = torch.quantile(tokens, 1.0 - top_entropy_quantile)
@@ -409,6 +418,31 @@ def entropy_bonus(
     return (entropies * effective).sum() / effective.sum().clamp(min=1.0) / gradient_accumulation_steps
 
 
+def applied_entropy_coef(entropy_coef: float, last_world_entropy: float, entropy_target: float) -> float:
+    """The coefficient TRL's adaptive entropy bonus (use_adaptive_entropy) applies during an optimizer step: the
+    controller's entropy_coef while the entropy measured over the previous step (every process's tokens) is at or
+    below entropy_target, else 0 (no bonus while the policy is exploring enough; inf before the first step)."""
+    return entropy_coef if last_world_entropy <= entropy_target else 0.0
+
+
+def adaptive_entropy_coef(
+    entropy_coef: float,
+    world_entropy: float,
+    *,
+    entropy_target: float = 0.2,
+    entropy_coef_delta: float = 0.005,
+    entropy_coef_min: float = 0.0,
+    entropy_coef_max: float = 1.0,
+) -> float:
+    """TRL's adaptive entropy controller, at an optimizer-step boundary: entropy_coef grows by entropy_coef_delta
+    (up to entropy_coef_max) when the step's token-mean entropy over every process (world_entropy: the sum of the
+    entropies the bonus acted on over their count, every micro-batch of the step) is at or below entropy_target,
+    else shrinks by it (down to entropy_coef_min). TRL's option names and defaults."""
+    if world_entropy <= entropy_target:
+        return min(entropy_coef + entropy_coef_delta, entropy_coef_max)
+    return max(entropy_coef - entropy_coef_delta, entropy_coef_min)
+
+
 def policy_loss(
     logps: torch.Tensor,
     completion_mask: torch.Tensor,
@@ -440,6 +474,8 @@ def policy_loss(
     vespo_lambda_pos: float = 3.0,
     vespo_k_neg: float = 3.0,
     vespo_lambda_neg: float = 2.0,
+    gather_entropies: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    entropy_bonus_stats: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO's clipped-ratio policy loss with a per-token k3 KL penalty, as TRL 1.16 computes it in training mode.
 
@@ -455,23 +491,30 @@ def policy_loss(
     top_entropy_quantile (high_entropy_mask), off_policy_mask_threshold (off_policy_mask), entropy_coef (loss -
     entropy_coef * entropy_bonus). Every option named as in TRL 1.16's GRPOConfig has TRL's default and meaning
     (use_bias_correction_kl True, max_completion_length 512, steps_per_generation None = gradient_accumulation_steps).
+    gather_entropies: the entropy mask's quantile over every process's tokens (high_entropy_mask).
+    entropy_bonus_stats: the adaptive entropy bonus is on (TRL's use_adaptive_entropy; entropy_coef is then the
+    coefficient applied this step, applied_entropy_coef): report what its controller reads.
     Returns (scalar loss in logps' dtype, metrics): kl (beta != 0), clip_ratio/{low,high,region}_mean,
     clip_ratio/low_min, clip_ratio/high_max (clip loss types), cispo_clip_ratio (cispo), vespo/phi_seq_mean (vespo),
-    policy_loss (entropy_coef != 0: the loss before the bonus, TRL's scale).
+    policy_loss (entropy_coef != 0 or entropy_bonus_stats: the loss before the bonus, TRL's scale),
+    entropy_bonus/sum and entropy_bonus/tokens (entropy_bonus_stats: the sum of the entropies the bonus acts on and
+    their count, which adaptive_entropy_coef's world_entropy adds up over a step's micro-batches and processes).
     Raises ValueError on an unknown loss_type / importance_sampling_level or a meaningless config value.
     """
     check_loss_config(loss_type, importance_sampling_level, beta, epsilon, epsilon_high, delta, ref_logps is not None,
                       top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=off_policy_mask_threshold,
                       entropy_coef=entropy_coef)  # fmt: skip
-    if entropies is None and (top_entropy_quantile < 1.0 or entropy_coef != 0.0):
-        raise ValueError("top_entropy_quantile < 1 and entropy_coef != 0 need the per-token entropies")
+    if entropies is None and (top_entropy_quantile < 1.0 or entropy_coef != 0.0 or entropy_bonus_stats):
+        raise ValueError("top_entropy_quantile < 1, entropy_coef != 0 and entropy_bonus_stats need the per-token "
+                         "entropies")  # fmt: skip
     mask = completion_mask.to(logps.dtype)
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     advantages = advantages.to(logps.dtype)
     epsilon_low = epsilon
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
-    entropy_mask = high_entropy_mask(entropies, mask, top_entropy_quantile) if top_entropy_quantile < 1.0 else None
+    entropy_mask = (high_entropy_mask(entropies, mask, top_entropy_quantile, gather_entropies)
+                    if top_entropy_quantile < 1.0 else None)  # fmt: skip
     vespo = dict(vespo_k_pos=vespo_k_pos, vespo_lambda_pos=vespo_lambda_pos, vespo_k_neg=vespo_k_neg,
                  vespo_lambda_neg=vespo_lambda_neg)  # fmt: skip
 
@@ -509,11 +552,16 @@ def policy_loss(
     )
 
     metrics: dict[str, float] = {}
-    if entropy_coef != 0.0:
+    if entropy_coef != 0.0 or entropy_bonus_stats:
         # TRL logs the policy term as it stands before the accumulation divisor (after it for the token-sum types).
         scale = 1 if loss_type in TOKEN_SUM_LOSS_TYPES else gradient_accumulation_steps
         metrics["policy_loss"] = (loss.detach() * scale).item()
+    if entropy_coef != 0.0:
         loss = loss - entropy_coef * entropy_bonus(entropies, mask, entropy_mask, gradient_accumulation_steps)
+    if entropy_bonus_stats:
+        effective = mask if entropy_mask is None else mask * entropy_mask
+        metrics["entropy_bonus/sum"] = (entropies.detach() * effective).sum().item()
+        metrics["entropy_bonus/tokens"] = effective.sum().item()
     with torch.no_grad():
         if kl is not None:
             metrics["kl"] = _global_masked_mean(kl, mask)
@@ -569,6 +617,107 @@ def grpo_loss(
                                 importance_sampling_ratio, **config)  # fmt: skip
     metrics["entropy"] = _global_masked_mean(entropy.detach(), completion_mask.to(entropy.dtype))
     return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------------------------
+# verl's and OpenRLHF's variants (r1fast.integrations.verl / .openrlhf): their option names and numerics
+# --------------------------------------------------------------------------------------------------------------
+
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_PENALTIES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")  # each also with a "+" suffix
+
+
+def dual_clip(per_token_loss: torch.Tensor, advantages: torch.Tensor, clip_ratio_c: float) -> torch.Tensor:
+    """Dual-clip PPO (Ye et al. 2019, arXiv:1912.09729; verl's clip_ratio_c, OpenRLHF's dual_clip): where the
+    advantage is negative, the clipped loss is also bounded by -clip_ratio_c * A, so one token with a huge ratio cannot
+    dominate. per_token_loss: [B, T], the PPO clip's -min(r A, clip(r) A); advantages: [B, 1] or [B, T]."""
+    return torch.where(advantages < 0, torch.minimum(per_token_loss, -clip_ratio_c * advantages), per_token_loss)
+
+
+def gspo_token_log_weights(
+    logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, max_log_weight: float | None = None
+) -> torch.Tensor:
+    """GSPO-token's log ratio (Zheng et al. 2025, arXiv:2507.18071, eq. 13; verl's "gspo"): log s_i,t =
+    sg[log s_i] + log pi(y_t) - sg[log pi(y_t)], s_i the length-normalised sequence ratio (importance_log_weights at
+    sequence level). Its value is log s_i at every token; its gradient is each token's own. verl caps it at
+    max_log_weight (10). logps, old_logps, mask: [B, T]. Returns [B, T]."""
+    sequence = importance_log_weights(logps - old_logps, mask, "sequence").detach()
+    log_weights = logps - logps.detach() + sequence
+    return log_weights if max_log_weight is None else log_weights.clamp(max=max_log_weight)
+
+
+def policy_gradient_loss(logps: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """The plain policy-gradient surrogate -A * log pi (REINFORCE; GPG, Chu et al. 2025, arXiv:2504.02546, verl's
+    "gpg"). logps: [B, T]; advantages: [B, 1] or [B, T]. Returns [B, T]."""
+    return -advantages * logps
+
+
+def aggregate_loss_by_mode(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    loss_agg_mode: str,
+    *,
+    dp_size: int = 1,
+    batch_num_tokens: float | torch.Tensor | None = None,
+    global_batch_size: float | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss [B, T] by verl's loss_agg_mode, with its global-batch normalisers (verl's agg_loss;
+    OpenRLHF's token_level_loss True / False are token-mean / seq-mean-token-mean).
+
+    token-mean: sum / batch_num_tokens (the global batch's tokens; default this batch's) * dp_size. token-sum:
+    sum * dp_size. seq-mean-token-sum: the per-sequence token sums over global_batch_size (default: this batch's
+    sequences with a token) * dp_size; -norm: further divided by loss_scale_factor (default T).
+    seq-mean-token-mean: the same over per-sequence token means. Masked entries never enter, NaN included.
+    dp_size * (gradients averaged over dp_size ranks) makes the sum over the global batch. Raises ValueError for an
+    unknown mode, or dp_size > 1 without the global count the mode needs.
+    """
+    if loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {LOSS_AGG_MODES}, got {loss_agg_mode!r}")
+    m = mask.to(loss_mat.dtype)
+    masked = torch.where(mask.bool(), loss_mat, 0.0) * m
+    if loss_agg_mode == "token-sum":
+        return masked.sum() * dp_size
+    if loss_agg_mode == "token-mean":
+        if batch_num_tokens is None:
+            if dp_size > 1:
+                raise ValueError("loss_agg_mode token-mean with dp_size > 1 needs batch_num_tokens (global)")
+            batch_num_tokens = m.sum()
+        return masked.sum() / batch_num_tokens * dp_size
+    tokens = m.sum(-1)
+    seq_losses = masked.sum(-1) if loss_agg_mode != "seq-mean-token-mean" else masked.sum(-1) / (tokens + 1e-8)
+    has_tokens = (tokens > 0).to(loss_mat.dtype)
+    if global_batch_size is None:
+        if dp_size > 1:
+            raise ValueError(f"loss_agg_mode {loss_agg_mode} with dp_size > 1 needs global_batch_size")
+        global_batch_size = has_tokens.sum()
+    loss = (torch.where(has_tokens.bool(), seq_losses, 0.0) * has_tokens).sum() / global_batch_size * dp_size
+    if loss_agg_mode == "seq-mean-token-sum-norm":
+        loss = loss / (mask.shape[-1] if loss_scale_factor is None else loss_scale_factor)
+    return loss
+
+
+def kl_penalty(logps: torch.Tensor, ref_logps: torch.Tensor, kind: str = "low_var_kl") -> torch.Tensor:
+    """verl's per-token KL penalty by name (kl_loss_type / kl_penalty): kl = k1, mse = k2 (per_token_kl), abs =
+    |log pi - log pi_ref|, low_var_kl = k3 with verl's clamps (log ratio to [-20, 20], the estimate to [-10, 10]).
+    A "+" suffix (k3+, low_var_kl+, ...) keeps the value and takes k2's gradient (straight through; k2's is the
+    unbiased gradient of KL). logps, ref_logps: [B, T]. Returns [B, T]. Raises ValueError for an unknown kind."""
+    base = kind[:-1] if kind.endswith("+") else kind
+    if base not in KL_PENALTIES:
+        raise ValueError(f"kind must be one of {KL_PENALTIES} (optionally with '+'), got {kind!r}")
+    if base in ("kl", "k1"):
+        value = per_token_kl(logps, ref_logps, "k1")
+    elif base == "abs":
+        value = (logps - ref_logps).abs()
+    elif base in ("mse", "k2"):
+        value = per_token_kl(logps, ref_logps, "k2")
+    else:
+        log_ratio = (ref_logps - logps).clamp(-20.0, 20.0)
+        value = (torch.exp(log_ratio) - log_ratio - 1).clamp(-10.0, 10.0)
+    if not kind.endswith("+") or base in ("mse", "k2"):
+        return value
+    k2 = per_token_kl(logps, ref_logps, "k2")
+    return k2 - k2.detach() + value.detach()
 
 
 # --------------------------------------------------------------------------------------------------------------

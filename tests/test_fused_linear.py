@@ -205,13 +205,33 @@ def test_fused_linear_logprobs_match_reference(dtype, backend, transform, seed):
     want_logp = reference.selective_log_softmax(logits, index, 0.7, **transform)
     want_entropy = reference.entropy_from_logits(logits, 0.7, **transform)
     assert logp.dtype == entropy.dtype == torch.float32 and logp.shape == entropy.shape == (2, 7)
-    assert not logp.requires_grad
+    assert logp.requires_grad and entropy.requires_grad  # SFT's cross-entropy, verl's log-probs + entropy
     tol = TOL_LOW_PRECISION_OPERANDS[dtype][0]  # bf16: the matmul rounds the logits
     assert rel_err(logp, want_logp) <= tol
     assert rel_err(entropy, want_entropy) <= tol
     only = r1fast.fused_linear_logprobs(hidden, weight, index, bias=bias, temperature=0.7, backend=backend,
                                         **transform)  # fmt: skip
     torch.testing.assert_close(only, logp)
+
+
+@pytest.mark.parametrize("transform", [{}, TRANSFORMS[-1]], ids=lambda t: transform_id(t) or "none")
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_fused_linear_logprobs_gradient_through_logp_and_entropy(backend, transform, seed):
+    # Both outputs carry a gradient (verl's entropy regulariser): weights of either sign on each, vocab 150 in
+    # chunks of 4 tokens, against autograd through the float64 reference.
+    hidden, weight, bias = linear_inputs(2, 7, 24, 150, torch.float32)
+    index = torch.randint(0, 150, (2, 7))
+    w_logp, w_entropy = torch.randn(2, 7), torch.randn(2, 7)
+    logp, entropy = r1fast.fused_linear_logprobs(hidden, weight, index, bias=bias, temperature=0.7,
+                                                 return_entropy=True, backend=backend, chunk_size=4, **transform)
+    ((logp * w_logp).sum() + (entropy * w_entropy).sum()).backward()
+    exact = exact_copies(hidden, weight, bias)
+    logits = exact[0] @ exact[1].t() + exact[2]
+    want = (reference.selective_log_softmax(logits, index, 0.7, **transform) * w_logp.double()).sum()
+    want = want + (reference.entropy_from_logits(logits, 0.7, **transform) * w_entropy.double()).sum()
+    want.backward()
+    for got, ref in zip((hidden, weight, bias), exact, strict=True):
+        assert rel_err(got.grad, ref.grad) <= 3e-5
 
 
 def test_fused_linear_rejects_bad_input():

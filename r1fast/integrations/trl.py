@@ -5,7 +5,8 @@ through ``r1fast.fused_linear_grpo_loss`` (Triton on CUDA: the [tokens, vocab] l
 config (loss_type incl. vespo, beta, epsilon/epsilon_high, delta, importance_sampling_level, temperature, the
 accumulation normalisers, use_bias_correction_kl, SAPO temperatures, the entropy mask top_entropy_quantile, the
 off-policy mask off_policy_mask_threshold, the vLLM importance-sampling correction's ratio, the static entropy bonus
-entropy_coef, vespo's k and lambda) and TRL's metric names. The model's logit transform
+entropy_coef and the adaptive one use_adaptive_entropy, vespo's k and lambda) and TRL's metric names; the
+entropy mask's quantile is over every process's tokens, as in TRL. The model's logit transform
 (Granite's logits_scaling, Cohere's logit_scale, Gemma2/3's final_logit_softcapping, ...) is read from its config by
 r1fast.logit_transform and applied inside the fused loss, as TRL's own fused head applies it. Everything else —
 generation, rewards, advantages, the optimizer — stays TRL's.
@@ -17,10 +18,6 @@ Configurations the fused loss does not cover fall back to TRL's own ``_compute_l
 - vision inputs: the fused path runs a text-only forward for the hidden states; TRL's forward splits the image
   tensors per batch, model by model;
 - an MoE auxiliary loss: the router's load-balancing loss comes out of TRL's own forward;
-- the adaptive entropy bonus (use_adaptive_entropy): its controller reads each micro-batch's entropy sum over the
-  tokens the bonus acts on, which the fused loss does not return;
-- the entropy mask over several processes: TRL's quantile is over every process's tokens, r1fast's over this
-  process's;
 - a loss type r1fast does not implement.
 
     from r1fast.integrations.trl import R1FastGRPOTrainer
@@ -66,11 +63,32 @@ class R1FastGRPOTrainer(trl.GRPOTrainer):
             return f"loss_type {self.loss_type!r}"
         if getattr(self, "aux_loss_enabled", False):
             return "an MoE auxiliary loss"
-        if getattr(self, "use_adaptive_entropy", False):
-            return "the adaptive entropy bonus (use_adaptive_entropy)"
-        if self.top_entropy_quantile < 1.0 and self.accelerator.num_processes > 1:
-            return "the entropy mask over several processes (top_entropy_quantile < 1)"
         return None
+
+    def _gather_entropies(self, local: torch.Tensor) -> torch.Tensor:
+        """Every process's completion-token entropies [N] from this process's [n], as TRL's entropy mask gathers
+        them (padded to one length with a negative sentinel, which no entropy can equal, then dropped)."""
+        sentinel = -1e9
+        padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=sentinel)
+        gathered = self.accelerator.gather(padded)
+        return gathered[gathered != sentinel]
+
+    def _update_adaptive_entropy(self, metrics: dict[str, float], device: torch.device) -> None:
+        """TRL's adaptive entropy controller: this micro-batch's entropy sum and token count join the step's window;
+        at the optimizer-step boundary the window's totals over every process set the next step's coefficient."""
+        stats = torch.tensor([metrics.pop("entropy_bonus/sum"), metrics.pop("entropy_bonus/tokens")],
+                             dtype=torch.float32, device=device)  # fmt: skip
+        self._entropy_window_stats = stats if self._entropy_window_stats is None else self._entropy_window_stats + stats
+        if self.accelerator.sync_gradients:
+            window = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
+            world_entropy = (window[0] / window[1].clamp(min=1.0)).item()
+            self.entropy_coef = reference.adaptive_entropy_coef(
+                self.entropy_coef, world_entropy, entropy_target=self.args.entropy_target,
+                entropy_coef_delta=self.args.entropy_coef_delta, entropy_coef_min=self.args.entropy_coef_min,
+                entropy_coef_max=self.args.entropy_coef_max,
+            )  # fmt: skip
+            self._last_world_entropy = world_entropy
+            self._entropy_window_stats = None
 
     def _compute_loss(self, model, inputs):
         reason = self._fallback_reason(inputs)
@@ -106,6 +124,12 @@ class R1FastGRPOTrainer(trl.GRPOTrainer):
         if self.loss_type != "vespo" and not (self.use_vllm and self.vllm_importance_sampling_correction):
             ratio = None
         bonus = getattr(self, "_entropy_bonus_enabled", False)
+        adaptive = bonus and getattr(self, "use_adaptive_entropy", False)
+        # Every micro-batch of an optimizer step applies the coefficient set at the end of the previous step.
+        coef = 0.0 if not bonus else self.entropy_coef
+        if adaptive:
+            coef = reference.applied_entropy_coef(self.entropy_coef, self._last_world_entropy,
+                                                  self.args.entropy_target)  # fmt: skip
         loss, metrics = fused_linear_grpo_loss(
             hidden, weight, completion_ids, mask, inputs["advantages"], inputs.get("old_per_token_logps"),
             inputs.get("ref_per_token_logps") if self.beta != 0.0 else None,
@@ -121,10 +145,16 @@ class R1FastGRPOTrainer(trl.GRPOTrainer):
             num_processes=self.accelerator.num_processes, use_bias_correction_kl=self.args.use_bias_correction_kl,
             sapo_temperature_pos=self.args.sapo_temperature_pos, sapo_temperature_neg=self.args.sapo_temperature_neg,
             top_entropy_quantile=self.top_entropy_quantile, off_policy_mask_threshold=self.off_policy_mask_threshold,
-            entropy_coef=self.entropy_coef if bonus else 0.0, vespo_k_pos=self.args.vespo_k_pos,
+            entropy_coef=coef, entropy_bonus_stats=adaptive,
+            gather_entropies=self._gather_entropies if self.accelerator.num_processes > 1 else None,
+            vespo_k_pos=self.args.vespo_k_pos,
             vespo_lambda_pos=self.args.vespo_lambda_pos, vespo_k_neg=self.args.vespo_k_neg,
             vespo_lambda_neg=self.args.vespo_lambda_neg,
         )  # fmt: skip
+        if adaptive and mode == "train":
+            self._update_adaptive_entropy(metrics, loss.device)
+        elif adaptive:  # evaluation never moves the controller, and its window statistics are not metrics
+            del metrics["entropy_bonus/sum"], metrics["entropy_bonus/tokens"]
         # TRL's metric names; each process's masked means, averaged over processes.
         for key, value in metrics.items():
             gathered = self.accelerator.gather(torch.tensor([float(value)], device=loss.device))

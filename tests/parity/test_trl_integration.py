@@ -2,7 +2,8 @@
 batch layout (left-padded prompts, ragged completions, an all-masked row, off-policy old log-probs) its loss,
 every parameter's gradient and the logged metrics equal TRL's `_compute_loss`, on both r1fast backends, for a plain
 Qwen2 and for models that transform their logits (Granite, Cohere, Gemma2), and with TRL's loss options (entropy
-mask, off-policy mask, the vLLM importance-sampling correction, the entropy bonus, vespo)."""
+mask (over one process and over two), off-policy mask, the vLLM importance-sampling correction, the entropy bonus
+(static and adaptive), vespo)."""
 
 from __future__ import annotations
 
@@ -111,24 +112,110 @@ def test_an_unknown_logit_transform_falls_back_to_trl_with_a_warning(make_traine
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
 
 
-def test_unsupported_configurations_fall_back_to_trl_with_a_warning(make_trainer, seed):
-    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=1.0)
-    trl_trainer = make_trainer(temperature=1.0)
-    batch = make_batch(trl_trainer.model, seed)
-    for trainer in (trl_trainer, ours):
-        configure(trainer, "dapo", "token", 0.0)
-        set_trl_options(trainer, {"entropy_coef": 0.1}, {})
-        trainer.use_adaptive_entropy = True  # the adaptive entropy controller: TRL's loss only
-    ours._warned_fallback = False
+def set_adaptive_entropy(trainer, entropy_target: float) -> None:
+    """TRL's adaptive entropy bonus from its first step (coefficient 0.05, the controller's window empty)."""
+    set_trl_options(trainer, {"entropy_coef": 0.05}, {})
+    trainer.use_adaptive_entropy = trainer._entropy_bonus_enabled = True
+    trainer.args.entropy_target, trainer.args.entropy_coef_delta = entropy_target, 0.02
+    trainer._last_world_entropy, trainer._entropy_window_stats = float("inf"), None
+
+
+@pytest.mark.parametrize("backend, entropy_target, quantile", [
+    pytest.param("triton", 100.0, 1.0, id="below-target-triton"),
+    pytest.param("reference", 0.0, 1.0, id="above-target-reference"),
+    pytest.param("triton", 100.0, 0.6, id="with-entropy-mask-triton"),
+])  # fmt: skip
+def test_adaptive_entropy_bonus_equals_trl(make_trainer, backend, entropy_target, quantile, seed):
+    # Two optimizer steps of two micro-batches each: every micro-batch's loss, gradients and metrics, and the
+    # controller's state after each (the coefficient applies from the second step when the entropy is below target).
+    trl_trainer = make_trainer(temperature=0.7)
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
+    ours.r1fast_loss_backend, ours._warned_fallback = backend, False
+    batches = [make_batch(trl_trainer.model, seed + k) for k in range(4)]
+    states = []
     try:
-        want = trl_trainer._compute_loss(trl_trainer.model, dict(batch))
-        with pytest.warns(UserWarning, match="use_adaptive_entropy"):
-            got = ours._compute_loss(ours.model, dict(batch))
+        for trainer in (trl_trainer, ours):
+            configure(trainer, "dapo", "token", 0.0)
+            set_adaptive_entropy(trainer, entropy_target)
+            trainer.top_entropy_quantile = quantile
+            run = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
+                for k, batch in enumerate(batches):
+                    trainer.accelerator.gradient_state._set_sync_gradients(k % 2 == 1)
+                    loss = trainer._compute_loss(trainer.model, dict(batch))
+                    loss.backward()
+                    metrics = {key: v[-1] for key, v in trainer._metrics["train"].items() if v}
+                    run.append((loss.item(), grads(trainer.model), metrics, trainer.entropy_coef,
+                                trainer._last_world_entropy))  # fmt: skip
+            states.append(run)
     finally:  # the trainers are shared with other tests
         for trainer in (trl_trainer, ours):
+            trainer.accelerator.gradient_state._set_sync_gradients(True)
             set_trl_options(trainer, {}, {})
             trainer._last_world_entropy, trainer._entropy_window_stats = float("inf"), None
-    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    coefs = [step[3] for step in states[0]]
+    assert coefs[1] != 0.05 and coefs[3] != coefs[1]  # the controller moved at both step boundaries
+    for (want_loss, want_grads, want_metrics, want_coef, want_entropy), (loss, got, metrics, coef, entropy) in zip(
+        *states, strict=True
+    ):
+        assert loss == pytest.approx(want_loss, rel=1e-5, abs=1e-6)
+        for name, g in want_grads.items():
+            assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6), name
+        assert metrics.keys() == want_metrics.keys() and "policy_loss" in metrics
+        for key, value in want_metrics.items():
+            assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), key
+        assert coef == pytest.approx(want_coef, rel=1e-12)
+        assert entropy == pytest.approx(want_entropy, rel=1e-5)
+
+
+class TwoProcesses:
+    """An accelerator stand-in for this process and a second one: pad_across_processes / gather as accelerate's
+    (a second process's completion-token entropies `other` join the entropy mask's gather; every other gathered
+    value is the same on both, so the metrics' means do not change); num_processes 2."""
+
+    num_processes = 2
+
+    def __init__(self, accelerator, other: torch.Tensor) -> None:
+        self.accelerator, self.other, self.padded_length = accelerator, other, None
+
+    def __getattr__(self, name):
+        return getattr(self.accelerator, name)
+
+    def pad_across_processes(self, x, dim=0, pad_index=0):
+        length = max(x.shape[0], self.other.shape[0])
+        self.padded_length, self.pad_index = length, pad_index
+        return torch.cat([x, x.new_full((length - x.shape[0],), pad_index)])
+
+    def gather(self, x):
+        if self.padded_length is None:
+            return torch.cat([x, x])
+        other = self.other.to(x.dtype)
+        other = torch.cat([other, x.new_full((self.padded_length - other.shape[0],), self.pad_index)])
+        self.padded_length = None
+        return torch.cat([x, other])
+
+
+@pytest.mark.parametrize("backend, other_tokens", [("reference", 25), ("triton", 200)],
+                         ids=["fewer-tokens-elsewhere-reference", "more-tokens-elsewhere-triton"])  # fmt: skip
+def test_entropy_mask_over_two_processes_equals_trl(make_trainer, backend, other_tokens, seed):
+    # The entropy mask's quantile over every process's tokens: the other process's entropies are drawn around this
+    # one's, so the threshold (and which tokens train) moves away from this process's own quantile.
+    trl_trainer = make_trainer(temperature=0.7)
+    ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
+    ours.r1fast_loss_backend, ours._warned_fallback = backend, False
+    other = torch.rand(other_tokens, generator=torch.Generator().manual_seed(seed)) * 6.0
+    saved = {}
+    try:
+        for trainer in (trl_trainer, ours):
+            saved[trainer] = trainer.accelerator
+            trainer.accelerator = TwoProcesses(trainer.accelerator, other)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
+            assert_equals_trl(trl_trainer, ours, "dapo", "token", 0.04, seed, dict(top_entropy_quantile=0.5))
+    finally:
+        for trainer, accelerator in saved.items():
+            trainer.accelerator = accelerator
 
 
 def even_words(completions, **_):
