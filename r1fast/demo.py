@@ -1,26 +1,26 @@
 """The embedded demo: the DeepSeek-R1 recipe end to end on a task small enough for a CPU, with nothing downloaded.
 
 Task: add two digits, answering in the R1 template (think block, then answer block). The policy is a 2-layer Qwen2
-made here from a fixed seed, with a character tokenizer whose R1 tags are single tokens. A short cold-start SFT on
-formatted solutions teaches the template and some of the sums; GRPO then trains with the C++ accuracy and format
-rewards, group-relative advantages and the fused LM-head loss, sampling through the paged sampler on the policy's
-own weights. Greedy accuracy and format over all 100 problems are measured after each phase.
+made here from a fixed seed, with a character tokenizer whose R1 tags are single tokens. A short cold-start SFT
+(SFTTrainer: completion-only cross-entropy through the fused LM head, padding-free packing) on formatted solutions
+teaches the template and some of the sums; GRPO (GRPOTrainer) then trains with the C++ accuracy and format rewards,
+group-relative advantages and the fused LM-head loss, sampling through the paged sampler on the policy's own weights,
+and evaluates the greedy accuracy on all 100 problems every eval_steps steps. Greedy accuracy and format over all
+100 problems are measured before and after each phase (r1fast.trainer.evaluate).
 """
 
 from __future__ import annotations
 
-import math
-import random
 import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import torch
 
-from r1fast.sampler import Sampler, SamplingParams
-from r1fast.trainer import GRPOConfig, GRPOTrainer
+from r1fast.trainer import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer, evaluate
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 EOS = "<eos>"
@@ -74,82 +74,72 @@ def make_policy(tokenizer: CharTokenizer, seed: int = 0) -> torch.nn.Module:
     return Qwen2ForCausalLM(config).eval()
 
 
-def cold_start_sft(model: torch.nn.Module, tokenizer: CharTokenizer, rows: list[dict[str, str]], *, steps: int,
-                   batch_size: int = 32, learning_rate: float = 3e-3, seed: int = 0) -> list[float]:  # fmt: skip
-    """Cross-entropy on the completion tokens of formatted solutions (prompt tokens are not trained). Returns the
-    loss of every step."""
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    losses = []
-    for _ in range(steps):
-        batch = [rng.choice(rows) for _ in range(batch_size)]
-        prompts = [tokenizer.encode(r["prompt"]) for r in batch]
-        full = [tokenizer.encode(r["prompt"] + solution_text(r)) + [tokenizer.eos_token_id] for r in batch]
-        length = max(map(len, full))
-        ids = torch.zeros(len(full), length, dtype=torch.int64)
-        labels = torch.full_like(ids, -100)
-        for i, (p, f) in enumerate(zip(prompts, full, strict=True)):
-            ids[i, : len(f)] = torch.tensor(f)
-            labels[i, len(p) : len(f)] = torch.tensor(f[len(p) :])
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 @dataclass
 class Evaluation:
     accuracy: float  # share of problems whose greedy answer is right
     format: float  # share of greedy completions in the strict R1 template
 
 
-def evaluate(model: torch.nn.Module, tokenizer: CharTokenizer, rows: list[dict[str, str]]) -> Evaluation:
-    """Greedy completions of every row through the sampler, scored with the C++ accuracy and format rewards."""
-    from r1fast import rewards
-
-    sampler = Sampler(model, tokenizer=tokenizer, block_size=8)
-    groups = sampler.generate([tokenizer.encode(r["prompt"]) for r in rows],
-                              SamplingParams(temperature=0.0, max_tokens=24))  # fmt: skip
-    texts = [tokenizer.decode(g.completions[0].token_ids, skip_special_tokens=True) for g in groups]
-    accuracy = rewards.get("accuracy")(None, texts, solution=[r["solution"] for r in rows])
-    formats = rewards.get("format")(None, texts)
-    return Evaluation(sum(a or 0.0 for a in accuracy) / len(rows), sum(formats) / len(rows))
+def greedy_evaluation(model: torch.nn.Module, tokenizer: CharTokenizer, rows: list[dict[str, str]],
+                      config: GRPOConfig) -> Evaluation:  # fmt: skip
+    """Greedy completions of every row through the sampler, scored with the C++ accuracy and format rewards
+    (r1fast.trainer.evaluate, as GRPOTrainer evaluates during training)."""
+    metrics = evaluate(model, tokenizer, rows, ["accuracy", "format"], config).metrics
+    return Evaluation(metrics["rewards/accuracy/mean"], metrics["rewards/format/mean"])
 
 
-def run_demo(*, sft_steps: int = 150, grpo_steps: int = 300, seed: int = 0, output_dir: str | None = None,
-             logging_steps: int = 25, learning_rate: float = 3e-4, temperature: float = 1.0,
+def run_demo(*, sft_steps: int = 125, grpo_steps: int = 300, seed: int = 0, output_dir: str | None = None,
+             logging_steps: int = 25, learning_rate: float = 3e-4, temperature: float = 1.0, eval_steps: int = 50,
              stream: TextIO | None = sys.stdout) -> dict[str, Evaluation]:  # fmt: skip
-    """Cold-start SFT, then GRPO (16 prompts x 8 completions a step, rewards accuracy + 0.2 format, dapo loss).
+    """Cold-start SFT (32 formatted solutions a step), then GRPO (16 prompts x 8 completions a step, rewards
+    accuracy + 0.2 format, dapo loss, the greedy accuracy on all problems every eval_steps steps).
 
-    Prints progress to stream (None: silent); with output_dir, GRPO writes metrics.jsonl, checkpoints and the final
-    model there (replacing a previous demo run's). Returns the greedy evaluations {"initial", "after_sft",
-    "after_grpo"}. Deterministic for a seed on a given machine (CPU)."""
+    Prints progress to stream (None: silent); with output_dir, SFT and GRPO write metrics.jsonl, checkpoints, the
+    final model and plots to <output_dir>/sft and <output_dir>/grpo (replacing a previous demo run's). Returns the
+    greedy evaluations {"initial", "after_sft", "after_grpo"}. Deterministic for a seed on a given machine (CPU)."""
     say = (lambda *a: print(*a, file=stream, flush=True)) if stream is not None else (lambda *a: None)
+    out = Path(output_dir) if output_dir else None
     config = GRPOConfig(prompts_per_step=16, num_generations=8, micro_batch_size=64, max_completion_length=24,
                         learning_rate=learning_rate, temperature=temperature, reward_weights=[1.0, 0.2],
-                        max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8, output_dir=output_dir,
-                        logging_steps=logging_steps, lr_scheduler_type="constant",
-                        gradient_checkpointing=False)  # fmt: skip
+                        max_steps=max(grpo_steps, 1), seed=seed, sampler_block_size=8,
+                        output_dir=str(out / "grpo") if out else None, logging_steps=logging_steps,
+                        lr_scheduler_type="constant", gradient_checkpointing=False, eval_steps=eval_steps,
+                        disable_tqdm=True)  # fmt: skip
+    sft_config = SFTConfig(rows_per_step=32, padding_free=True, max_steps=max(sft_steps, 1), learning_rate=3e-3,
+                           weight_decay=0.01, max_grad_norm=0.0, lr_scheduler_type="constant",
+                           gradient_checkpointing=False, seed=seed,
+                           output_dir=str(out / "sft") if out else None, logging_steps=logging_steps,
+                           save_steps=0, disable_tqdm=True)  # fmt: skip
     tokenizer = CharTokenizer()
     rows = problems()
     model = make_policy(tokenizer, seed)
-    results = {"initial": evaluate(model, tokenizer, rows)}
+    results = {"initial": greedy_evaluation(model, tokenizer, rows, config)}
     start = time.perf_counter()
-    losses = cold_start_sft(model, tokenizer, rows, steps=sft_steps, seed=seed) if sft_steps else [math.nan]
+    if sft_steps:
+        say(f"cold-start SFT: {sft_steps} steps of {sft_config.rows_per_step} formatted solutions, "
+            f"lr {sft_config.learning_rate}")  # fmt: skip
+        examples = [{"prompt": r["prompt"], "completion": solution_text(r)} for r in rows]
+        history = SFTTrainer(model, tokenizer, examples, sft_config, log_stream=stream).train(overwrite=True)
+        say(f"cold-start SFT: loss {history[0]['loss']:.3f} at step {history[0]['step']} -> {history[-1]['loss']:.3f} "
+            f"at step {history[-1]['step']} ({time.perf_counter() - start:.1f} s)")  # fmt: skip
     model.eval()
-    results["after_sft"] = evaluate(model, tokenizer, rows)
-    say(f"cold-start SFT: {sft_steps} steps of 32 formatted solutions, loss {losses[0]:.3f} -> {losses[-1]:.3f} "
-        f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
+    results["after_sft"] = greedy_evaluation(model, tokenizer, rows, config)
     say(f"GRPO: {grpo_steps} steps of {config.prompts_per_step} prompts x {config.num_generations} completions, "
-        f"rewards accuracy + 0.2 format, loss {config.loss_type}, lr {config.learning_rate}")  # fmt: skip
+        f"rewards accuracy + 0.2 format, loss {config.loss_type}, lr {config.learning_rate}, greedy accuracy on all "
+        f"{len(rows)} problems every {eval_steps} steps")  # fmt: skip
     start = time.perf_counter()
     if grpo_steps:
-        GRPOTrainer(model, tokenizer, ["accuracy", "format"], rows, config, log_stream=stream).train(overwrite=True)
-    results["after_grpo"] = evaluate(model, tokenizer, rows)
+        GRPOTrainer(model, tokenizer, ["accuracy", "format"], rows, config, eval_dataset=rows,
+                    log_stream=stream).train(overwrite=True)  # fmt: skip
+    results["after_grpo"] = greedy_evaluation(model, tokenizer, rows, config)
     say(f"GRPO took {time.perf_counter() - start:.1f} s")
     say(f"greedy completions of all {len(rows)} problems: accuracy (format)")
     for name, result in results.items():
         say(f"  {name:<11} {100 * result.accuracy:5.1f}%  ({100 * result.format:5.1f}%)")
+    if out is not None:
+        from r1fast.plot import write_run_plots
+
+        for phase, steps in (("sft", sft_steps), ("grpo", grpo_steps)):
+            if steps:
+                write_run_plots(str(out / phase), stream)
     return results

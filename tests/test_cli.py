@@ -14,15 +14,90 @@ from r1fast.cli import main
 from r1fast.trainer import read_metrics
 
 
-def test_demo_command_runs_sft_then_grpo_and_writes_metrics_and_a_checkpoint(tmp_path):
+def test_demo_command_runs_sft_then_grpo_and_writes_metrics_checkpoints_and_plots(tmp_path):
     command = [sys.executable, "-m", "r1fast", "demo", "--sft-steps", "20", "--grpo-steps", "3", "--logging-steps",
-               "1", "--output-dir", str(tmp_path)]  # fmt: skip
+               "1", "--eval-steps", "2", "--output-dir", str(tmp_path)]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "cold-start SFT: 20 steps" in out.stdout and "after_grpo" in out.stdout
-    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3]
-    assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
+    assert [m["step"] for m in read_metrics(tmp_path / "sft")] == list(range(1, 21))
+    grpo = read_metrics(tmp_path / "grpo")
+    assert [m["step"] for m in grpo] == [1, 2, 3]
+    assert [m["step"] for m in grpo if "eval/rewards/accuracy/mean" in m] == [2, 3]
+    assert (tmp_path / "grpo" / "checkpoint-3" / "model.safetensors").is_file()
+    assert (tmp_path / "sft" / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "sft" / "plots" / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "grpo" / "plots" / "reward.png").stat().st_size > 1000
+
+
+def test_version_usage_and_help_list_every_config_key(capsys):
+    import dataclasses
+
+    from r1fast import __version__
+    from r1fast.trainer import GRPOConfig, SFTConfig
+    from r1fast.trainer.config import FIELD_HELP
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"r1fast {__version__}"
+    for command, config in (("train", GRPOConfig), ("sft", SFTConfig)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: r1fast {command} ")
+        for f in dataclasses.fields(config):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            assert f.name in FIELD_HELP, f"{f.name} has no meaning in FIELD_HELP"
+            assert f"  {f.name} = {json.dumps(default)}: {FIELD_HELP[f.name]}" in out
+    for command in ("eval", "plot", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert capsys.readouterr().out.startswith(f"usage: r1fast {command} ")
+
+
+def test_sft_command_trains_on_prompt_completion_rows_evaluates_and_plots(tiny_model_dir, tmp_path, capsys):
+    rows = [{"prompt": f"{a}+{a}=", "completion": f"<think>\n{a}+{a}\n</think>\n<answer>\n{2 * a}\n</answer>"}
+            for a in range(8)]  # fmt: skip
+    data, evals = write_rows(tmp_path / "sft.jsonl", rows), write_rows(tmp_path / "eval.jsonl", rows[:3])
+    args = ["sft", "--model", tiny_model_dir, "--dataset", data, "--eval-dataset", evals, "--output-dir",
+            tmp_path / "run", "--set", "rows_per_step=4", "--set", "max_steps=3", "--set", "eval_steps=2",
+            "--set", "learning_rate=1e-2", "--set", "gradient_checkpointing=false"]  # fmt: skip
+    assert main(list(map(str, args))) == 0
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [1, 2, 3] and [r["step"] for r in records if "eval/loss" in r] == [2, 3]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
+    assert (tmp_path / "run" / "plots" / "loss.png").is_file()
+    out = capsys.readouterr().out
+    assert "summary (steps 1-3)" in out
+    write_rows(tmp_path / "eval.jsonl", [rows[0], {"prompt": "1+1="}])
+    assert main(list(map(str, [*args, "--overwrite"]))) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'eval.jsonl'}:2: each row needs 'prompt' and 'completion' " \
+        "(or 'messages'), got columns ['prompt']\n"
+
+
+def test_train_command_evaluates_and_scores_language_consistency_in_the_given_language(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):  # fmt: skip
+    from r1fast import rewards
+
+    languages = []
+    real = rewards.get("language_consistency")
+
+    def spy(prompts, completions, **columns):
+        languages.extend(columns["language"])
+        return real(prompts, completions, **columns)
+
+    monkeypatch.setitem(rewards._REGISTRY, "language_consistency", spy)
+    data, evals = write_rows(tmp_path / "data.jsonl", ROWS), write_rows(tmp_path / "eval.jsonl", ROWS[:2])
+    args = ["train", "--model", tiny_model_dir, "--dataset", data, "--eval-dataset", evals, "--reward", "accuracy",
+            "--reward", "language_consistency", "--language", "zh", "--output-dir", tmp_path / "run", *SMALL,
+            "--set", "max_steps=2", "--set", "eval_steps=1", "--no-plots"]  # fmt: skip
+    assert main(list(map(str, args))) == 0
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records if "eval/rewards/language_consistency/mean" in r] == [1, 2]
+    assert set(languages) == {"zh"} and len(languages) == 2 * 2 * 2 + 2 * 2  # 2 steps of 2 x 2, 2 evals of 2 rows
+    assert not (tmp_path / "run" / "plots").exists()
 
 
 def test_train_command_trains_logs_checkpoints_and_resumes(tiny_model_dir, tmp_path):
@@ -98,7 +173,8 @@ def test_train_command_under_torchrun_on_two_cpu_ranks(tiny_model_dir, tmp_path)
 
 ROWS = [{"prompt": f"{a}+{a}=", "solution": str(2 * a)} for a in range(8)]
 SMALL = ["--set", "prompts_per_step=2", "--set", "num_generations=2", "--set", "micro_batch_size=4",
-         "--set", "max_completion_length=8", "--set", "sampler_block_size=4"]  # fmt: skip
+         "--set", "max_completion_length=8", "--set", "sampler_block_size=4",
+         "--set", "logging_steps=1"]  # a console line every step, which the signal tests wait for  # fmt: skip
 
 
 def write_rows(path, rows) -> str:
@@ -218,7 +294,7 @@ def test_used_output_folder_changed_config_and_finished_run_each_say_so(tiny_mod
     assert "checkpoint-2: model.safetensors has 10 bytes, the manifest says" in capsys.readouterr().err
     assert run("--overwrite", "--set", "max_steps=1") == 0  # replaces the run: metrics start again at step 1
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-1", "final", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-1", "final", "metrics.jsonl", "plots"]
 
 
 def test_a_bad_row_late_in_the_file_stops_the_command_before_step_1(tiny_model_dir, tmp_path, cli):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from r1fast.trainer.config import GRPOConfig
+from r1fast.trainer.config import GRPOConfig, apply_template
 
 TRAINABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # What the trainer passes every reward anyway: never a dataset column a reward could miss.
@@ -29,11 +29,11 @@ class InputError(ValueError):
 
 class DatasetRowError(InputError):
     """Bad dataset rows: `index` is the first (0-based), `reason` what is wrong with it, `others` the indices of the
-    other bad rows."""
+    other bad rows, `dataset` the dataset's name ("train_dataset", "eval_dataset")."""
 
-    def __init__(self, index: int, reason: str, others: Sequence[int] = ()) -> None:
-        self.index, self.reason, self.others = index, reason, list(others)
-        name = lambda i: f"train_dataset[{i}]"  # noqa: E731
+    def __init__(self, index: int, reason: str, others: Sequence[int] = (), dataset: str = "train_dataset") -> None:
+        self.index, self.reason, self.others, self.dataset = index, reason, list(others), dataset
+        name = lambda i: f"{dataset}[{i}]"  # noqa: E731
         super().__init__(self.describe(name, name))
 
     def describe(self, where: Callable[[int], str], other: Callable[[int], str]) -> str:
@@ -46,7 +46,7 @@ class DatasetRowError(InputError):
         return text
 
     def __reduce__(self):  # picklable (exceptions travel between ranks)
-        return DatasetRowError, (self.index, self.reason, self.others)
+        return DatasetRowError, (self.index, self.reason, self.others, self.dataset)
 
 
 def check_row_shape(row: Any) -> None:
@@ -63,44 +63,53 @@ def check_row_shape(row: Any) -> None:
                         f"{prompt!r:.40}")  # fmt: skip
 
 
-def check_rows_shape(rows: Sequence[Any]) -> None:
-    """check_row_shape on every row (no tokenizer or model needed); DatasetRowError naming the first bad row."""
+def check_rows_shape(rows: Sequence[Any], name: str = "train_dataset") -> None:
+    """check_row_shape on every row (no tokenizer or model needed); DatasetRowError naming the first bad row of the
+    dataset called `name`."""
     if len(rows) == 0:
-        raise InputError("train_dataset is empty")
+        raise InputError(f"{name} is empty")
     bad = []
     for index in range(len(rows)):
         try:
             check_row_shape(rows[index])
         except (ValueError, TypeError) as e:
             bad.append((index, str(e)))
-    _raise_for(bad)
+    _raise_for(bad, name)
 
 
-def _raise_for(bad: list[tuple[int, str]]) -> None:
+def _raise_for(bad: list[tuple[int, str]], name: str = "train_dataset") -> None:
     """DatasetRowError for a list of (row index, reason), naming the first; nothing when the list is empty."""
     if bad:
-        raise DatasetRowError(bad[0][0], bad[0][1], [i for i, _ in bad[1:]])
+        raise DatasetRowError(bad[0][0], bad[0][1], [i for i, _ in bad[1:]], name)
+
+
+def tokenize_prompt(tokenizer: Any, prompt: str | list[dict[str, Any]], completion: Any = None) -> list[int]:
+    """Token ids of a prompt as TRL tokenizes it: a string through ``tokenizer.encode`` (special tokens included), a
+    chat (a list of {"role", "content"} messages) through the tokenizer's chat template with the generation prompt.
+    With a completion (chat messages), the prompt and the completion rendered together, without a generation
+    prompt. ValueError when a chat meets a tokenizer without a chat template."""
+    if isinstance(prompt, str):
+        return list(tokenizer.encode(prompt))
+    if not hasattr(tokenizer, "apply_chat_template") or getattr(tokenizer, "chat_template", "") is None:
+        raise ValueError("the prompt is a chat (a list of messages) but the tokenizer has no chat template")
+    messages = list(prompt) + list(completion or [])
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=completion is None, tokenize=True,
+                                        return_dict=True)  # fmt: skip
+    return list(out["input_ids"])
 
 
 def encode_prompt(tokenizer: Any, row: Any, config: GRPOConfig, max_model_len: int) -> tuple[list[int], bool]:
     """A dataset row's prompt as token ids, as TRL tokenizes it, and whether max_prompt_length truncated it.
 
-    A string goes into config.prompt_template and through ``tokenizer.encode`` (special tokens included, e.g. a BOS);
-    a chat (a list of {"role", "content"} messages) through the tokenizer's chat template with the generation prompt
-    (the template is not used). Prompts longer than max_prompt_length lose tokens from the left (as TRL truncates).
+    The prompt goes into config.prompt_template (a name of PROMPT_TEMPLATES, "r1", or a string with "{prompt}"; for
+    a chat a named template's instruction becomes its system message; see apply_template), then through
+    tokenize_prompt. Prompts longer than max_prompt_length lose tokens from the left (as TRL truncates).
     Raises TypeError for a prompt of the wrong type, ValueError for a missing or empty prompt or one that does not
     fit max_model_len with max_completion_length.
     """
     check_row_shape(row)
+    ids = tokenize_prompt(tokenizer, apply_template(config.prompt_template, row["prompt"]))
     prompt = row["prompt"]
-    if isinstance(prompt, str):
-        ids = list(tokenizer.encode(config.prompt_template.replace("{prompt}", prompt)))
-    else:
-        if not hasattr(tokenizer, "apply_chat_template") or getattr(tokenizer, "chat_template", "") is None:
-            raise ValueError("the prompt is a chat (a list of messages) but the tokenizer has no chat template")
-        out = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)  # fmt: skip
-        ids = list(out["input_ids"])
     truncated = config.max_prompt_length is not None and len(ids) > config.max_prompt_length
     if truncated:
         ids = ids[-config.max_prompt_length :]
@@ -121,12 +130,18 @@ def check_config_against_model(config: GRPOConfig, model: torch.nn.Module, max_m
                          f"model's context of {max_model_len} tokens (max_position_embeddings)")  # fmt: skip
     if config.reward_weights is not None and len(config.reward_weights) != reward_count:
         raise InputError(f"reward_weights has {len(config.reward_weights)} entries for {reward_count} rewards")
+    check_model(model, config.loss_backend)
+
+
+def check_model(model: torch.nn.Module, loss_backend: str) -> None:
+    """The model's LM head can be trained here: float32/bfloat16/float16 weights on cpu or cuda, and the loss backend
+    runs there."""
     weight = model.get_output_embeddings().weight
     if weight.dtype not in TRAINABLE_DTYPES:
-        raise InputError(f"the model's weights are {weight.dtype}; GRPO trains float32, bfloat16 or float16 weights")
+        raise InputError(f"the model's weights are {weight.dtype}; r1fast trains float32, bfloat16 or float16 weights")
     if weight.device.type not in ("cpu", "cuda"):
         raise InputError(f"the model is on {weight.device}; r1fast trains on cpu or cuda")
-    if config.loss_backend == "triton" and weight.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if loss_backend == "triton" and weight.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise InputError("loss_backend='triton' needs the model on CUDA (or TRITON_INTERPRET=1 on CPU)")
 
 
@@ -154,10 +169,11 @@ class DatasetReport:
 
 
 def check_dataset(rows: Sequence[Any], tokenizer: Any, config: GRPOConfig, max_model_len: int, vocab_size: int,
-                  reward_funcs: Sequence[Callable[..., list]],
-                  reward_names: Sequence[str]) -> DatasetReport:  # fmt: skip
+                  reward_funcs: Sequence[Callable[..., list]], reward_names: Sequence[str],
+                  name: str = "train_dataset") -> DatasetReport:  # fmt: skip
     """Every row, in one pass: its prompt encodes (encode_prompt), its token ids are in the model's vocabulary, and
-    it holds every column each reward needs (required_columns). Raises DatasetRowError naming the first bad row."""
+    it holds every column each reward needs (required_columns). Raises DatasetRowError naming the first bad row of
+    the dataset called `name`."""
     bad: list[tuple[int, str]] = []
     truncated = 0
     probed: dict[frozenset[str], str | None] = {}  # rows with the same non-null columns miss the same ones
@@ -178,7 +194,7 @@ def check_dataset(rows: Sequence[Any], tokenizer: Any, config: GRPOConfig, max_m
             probed[keys] = _missing_column(row, reward_funcs, reward_names)
         if probed[keys] is not None:
             bad.append((index, probed[keys]))
-    _raise_for(bad)
+    _raise_for(bad, name)
     return DatasetReport(len(rows), truncated)
 
 
