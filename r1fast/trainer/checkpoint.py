@@ -7,6 +7,11 @@ tensor as ``state.<param>.<key>``; the param groups and non-tensor state in its 
 (step, config, world size), ``config.json`` and ``generation_config.json`` (the model's), the tokenizer's files,
 and ``manifest.json``: the size and SHA-256 of every other file, the step and the config's fingerprint. A final
 export (``final/``) is the same without the optimizer. ``AutoModelForCausalLM.from_pretrained(checkpoint)`` works.
+A LoRA run (a PEFT model) saves its adapters alone, in PEFT's files (``adapter_model.safetensors``,
+``adapter_config.json``: ``PeftModel.from_pretrained(base, checkpoint)`` loads them). A sharded run (FSDP) writes
+``sharded/``, one safetensors file per rank holding its shards of the parameters and of the optimizer state (keys
+``optimizer.<param>.<key>``), through torch.distributed.checkpoint, in place of the two files; consolidate_checkpoint
+turns it into a from_pretrained folder.
 
 A write goes to ``<name>.tmp``: every file is flushed to disk (fsync), the manifest is written last, then the
 folder is renamed into place (an existing one is first renamed to ``<name>.old``, then removed). So a folder named
@@ -32,11 +37,15 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
+from r1fast.trainer import distributed, lora
 from r1fast.trainer.validation import InputError
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"  # PEFT's name: PeftModel.from_pretrained reads it
+SHARDED_DIR = "sharded"  # a sharded model's checkpoint: one safetensors file per rank (torch.distributed.checkpoint)
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "r1fast-checkpoint-1"
@@ -105,15 +114,21 @@ def _manifest_checksum(manifest: dict[str, Any]) -> str:
 
 
 def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with each shared tensor once, under its first name (for tied embeddings the input
-    embedding's, which is the name from_pretrained loads tied weights from)."""
+    """The state dict with each shared tensor once (see _deduplicated)."""
+    return _deduplicated(model.state_dict())
+
+
+def _deduplicated(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor of a state dict once, under its first name (for tied embeddings the input embedding's, which is
+    the name from_pretrained loads tied weights from); a DTensor is known by its local shard."""
     out: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, tuple[int, ...]]] = set()
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tuple(tensor.shape))
+    for name, tensor in state.items():
+        sharded = isinstance(tensor, DTensor)
+        key = ((tensor.to_local() if sharded else tensor).data_ptr(), tuple(tensor.shape))
         if tensor.numel() == 0 or key not in seen:
             seen.add(key)
-            out[name] = tensor.detach().contiguous()
+            out[name] = tensor.detach() if sharded else tensor.detach().contiguous()
     return out
 
 
@@ -131,33 +146,36 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, metadata
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    trainer_state: dict[str, Any], *, step: int, config_hash: str,
-                    tokenizer: Any = None) -> Path:  # fmt: skip
-    """Writes a checkpoint folder atomically (see the module docstring), replacing one already at `path`.
-
-    optimizer None: an export (the model, its config and the tokenizer). tokenizer: saved when it has
-    save_pretrained. step and config_hash go into the manifest. Returns the path."""
-    path = Path(path)
+def _start_write(path: Path) -> Path:
+    """The temporary folder of a write to `path`, empty (leftovers of an interrupted write removed)."""
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     for leftover in (tmp, old):
         if leftover.exists():
             shutil.rmtree(leftover)
     tmp.mkdir(parents=True)
     _stage("started", path)
-    save_file(_model_tensors(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    _stage("model", path)
-    if optimizer is not None:
-        tensors, metadata = _optimizer_tensors(optimizer)
-        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=metadata)
-        _stage("optimizer", path)
+    return tmp
+
+
+def _finish_write(path: Path, tmp: Path, model: torch.nn.Module, trainer_state: dict[str, Any], *, step: int,
+                  config_hash: str, tokenizer: Any) -> Path:  # fmt: skip
+    """The trainer state, the model's config files (a PEFT model's adapter config instead) and the tokenizer into
+    tmp, then _seal."""
     (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
-    if getattr(model, "config", None) is not None and hasattr(model.config, "save_pretrained"):
-        model.config.save_pretrained(tmp)
-    if getattr(model, "generation_config", None) is not None:  # as loaded: save_pretrained's strict check could
-        model.generation_config.to_json_file(tmp / "generation_config.json")  # refuse a hub model's own file
+    if lora.is_peft_model(model):  # PeftModel.from_pretrained(base, path) loads the adapters
+        model.peft_config[model.active_adapter].save_pretrained(str(tmp))
+    else:
+        if getattr(model, "config", None) is not None and hasattr(model.config, "save_pretrained"):
+            model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:  # as loaded: save_pretrained's strict check could
+            model.generation_config.to_json_file(tmp / "generation_config.json")  # refuse a hub model's own file
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(str(tmp))
+    return _seal(path, tmp, step=step, config_hash=config_hash)
+
+
+def _seal(path: Path, tmp: Path, *, step: int, config_hash: str) -> Path:
+    """The manifest of every file in tmp (flushed to disk), then tmp renamed to path."""
     _stage("files", path)
     files = {str(f.relative_to(tmp)): _digest(f, sync=True) for f in sorted(tmp.rglob("*")) if f.is_file()}
     manifest = {"format": MANIFEST_FORMAT, "step": step, "config_hash": config_hash, "files": files}
@@ -166,8 +184,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
         f.write(json.dumps(manifest, indent=2, sort_keys=True))
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    for folder in {f.parent for f in tmp.rglob("*") if f.is_file()}:
+        _fsync_dir(folder)
     _stage("manifest", path)
+    old = path.with_name(path.name + ".old")
     if path.exists():
         path.rename(old)
         _stage("retired", path)
@@ -177,6 +197,162 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
     if old.exists():
         shutil.rmtree(old)
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                    trainer_state: dict[str, Any], *, step: int, config_hash: str, tokenizer: Any = None,
+                    model_tensors: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """Writes a checkpoint folder atomically (see the module docstring), replacing one already at `path`.
+
+    optimizer None: an export (the model, its config and the tokenizer). tokenizer: saved when it has
+    save_pretrained. step and config_hash go into the manifest. A PEFT model: its adapters alone, in PEFT's files
+    (adapter_model.safetensors, adapter_config.json). model_tensors: the model's whole state dict when the model's
+    own tensors are shards (a sharded model's export, gathered by r1fast.trainer.fsdp); default: the model's.
+    Returns the path."""
+    path = Path(path)
+    tmp = _start_write(path)
+    if lora.is_peft_model(model):
+        save_file(lora.adapter_tensors(model), str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
+    else:
+        tensors = _model_tensors(model) if model_tensors is None else _deduplicated(model_tensors)
+        save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    _stage("model", path)
+    if optimizer is not None:
+        tensors, metadata = _optimizer_tensors(optimizer)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=metadata)
+        _stage("optimizer", path)
+    return _finish_write(path, tmp, model, trainer_state, step=step, config_hash=config_hash, tokenizer=tokenizer)
+
+
+def _sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """(model state, optimizer state) of a sharded model as torch.distributed.checkpoint.state_dict gives them
+    (DTensors of this rank's shards, keyed by parameter names); the optimizer's None when it is None."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    model_state = get_model_state_dict(model)
+    return model_state, None if optimizer is None else get_optimizer_state_dict(model, optimizer)
+
+
+def _flat_sharded(model_state: dict, optimizer_state: dict | None) -> dict[str, torch.Tensor]:
+    """The tensors of a sharded checkpoint: the model's (shared ones once) and every optimizer state tensor as
+    ``optimizer.<param>.<key>``."""
+    out = _deduplicated(model_state)
+    for name, values in (optimizer_state or {}).get("state", {}).items():
+        for key, value in values.items():
+            out[f"optimizer.{name}.{key}"] = value
+    return out
+
+
+def save_sharded_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                            trainer_state: dict[str, Any], *, step: int, config_hash: str,
+                            tokenizer: Any = None) -> Path:  # fmt: skip
+    """save_checkpoint for a model sharded with FSDP (r1fast.trainer.fsdp); every rank calls it. Each rank writes
+    its shards of the parameters and of the optimizer state into ``sharded/`` (torch.distributed.checkpoint's
+    safetensors writer: one file per rank, no pickle); rank 0 then writes the other files and the manifest and
+    renames the folder into place. Resume on the same number of ranks (load_checkpoint); one model.safetensors
+    from it: consolidate_checkpoint. Returns the path."""
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    rank = distributed.rank_and_world()[0]
+    tmp = distributed.on_rank0(lambda: _start_write(path))
+    model_state, optimizer_state = _sharded_state(model, optimizer)
+    dcp.save(_flat_sharded(model_state, optimizer_state),
+             storage_writer=dcp.HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True))  # fmt: skip
+    distributed.barrier()
+    if rank == 0:
+        _stage("optimizer", path)
+        _finish_write(path, tmp, model, trainer_state, step=step, config_hash=config_hash, tokenizer=tokenizer)
+    distributed.barrier()
+    return path
+
+
+def write_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                     trainer_state: dict[str, Any], *, step: int, config_hash: str, tokenizer: Any = None) -> Path:
+    """A checkpoint (optimizer given) or an export (None) written by the ranks of a run; every rank calls it and
+    returns when it is in place. Unsharded: rank 0 writes (save_checkpoint). Sharded (r1fast.trainer.fsdp): a
+    checkpoint is save_sharded_checkpoint; an export gathers the whole parameters onto rank 0's CPU and rank 0
+    writes one model.safetensors. Returns the path."""
+    from r1fast.trainer import fsdp
+
+    rank = distributed.rank_and_world()[0]
+    if fsdp.is_sharded(model) and optimizer is not None:
+        return save_sharded_checkpoint(path, model, optimizer, trainer_state, step=step, config_hash=config_hash,
+                                       tokenizer=tokenizer)  # fmt: skip
+    whole = None
+    if fsdp.is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank == 0:
+        save_checkpoint(path, model, optimizer, trainer_state, step=step, config_hash=config_hash,
+                        tokenizer=tokenizer, model_tensors=whole)  # fmt: skip
+    distributed.barrier()
+    return Path(path)
+
+
+def _init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Creates the optimizer's state tensors (an AdamW step with zero gradients and learning rate 0, which leaves
+    every parameter as it is), so that a checkpoint's state can be loaded into them."""
+    if optimizer.state:
+        return
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+
+
+def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """Every rank reads its shards of a sharded checkpoint into the model and the optimizer (the same sharding as at
+    save time). Raises CheckpointError when the tensors differ from the model's."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    if optimizer is not None:
+        _init_optimizer_state(optimizer)
+    model_state, optimizer_state = _sharded_state(model, optimizer)
+    wanted = _flat_sharded(model_state, optimizer_state)  # without an optimizer, the model's tensors alone
+    reader = dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR))
+    stored = set(reader.read_metadata().state_dict_metadata)
+    missing = sorted(set(wanted) - stored)
+    unexpected = sorted(k for k in stored - set(wanted) if optimizer is not None or not k.startswith("optimizer."))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    dcp.load(wanted, storage_reader=reader)
+    set_model_state_dict(model, model_state)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, optimizer_state)
+
+
+def consolidate_checkpoint(path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A sharded checkpoint (save_sharded_checkpoint) as one folder AutoModelForCausalLM.from_pretrained loads: its
+    model's whole tensors in one model.safetensors with its config, tokenizer and manifest (no optimizer), written
+    atomically to out. One process, no process group. Raises CheckpointError when path does not verify or is not
+    sharded."""
+    import torch.distributed.checkpoint as dcp
+
+    path, out = Path(path), Path(out)
+    manifest = verify_checkpoint(path)
+    if not (path / SHARDED_DIR).is_dir():
+        raise CheckpointError(f"{path} is not a sharded checkpoint (no {SHARDED_DIR}/)")
+    reader = dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR))
+    tensors = {name: torch.empty(meta.size, dtype=meta.properties.dtype)
+               for name, meta in reader.read_metadata().state_dict_metadata.items()
+               if not name.startswith("optimizer.")}  # fmt: skip
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*load in a single process.*")
+        dcp.load(tensors, storage_reader=reader, no_dist=True)
+    tmp = _start_write(out)
+    save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    for f in path.iterdir():  # the config, generation config, tokenizer and trainer state as saved
+        if f.is_file() and f.name != MANIFEST_FILE:
+            shutil.copy2(f, tmp / f.name)
+    return _seal(out, tmp, step=manifest["step"], config_hash=manifest["config_hash"])
 
 
 def remove_checkpoint(path: str | os.PathLike) -> None:
@@ -294,21 +470,40 @@ def read_checkpoint_info(path: str | os.PathLike) -> tuple[dict[str, Any], dict[
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *,
                     verify: bool = True) -> dict[str, Any]:  # fmt: skip
     """Loads the model (strictly: a missing or unexpected tensor raises) and the optimizer in place; returns the
-    trainer state. verify: check the manifest first (verify_checkpoint). FileNotFoundError when the folder does not
-    exist; CheckpointError when it is incomplete, corrupt or for another model."""
+    trainer state. verify: check the manifest first (verify_checkpoint). A PEFT model loads its adapters; a sharded
+    model (r1fast.trainer.fsdp) a sharded checkpoint, on every rank (collective). FileNotFoundError when the folder
+    does not exist; CheckpointError when it is incomplete, corrupt or for another model."""
+    from r1fast.trainer import fsdp
+
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if verify:
         verify_checkpoint(path)
-    tensors = load_file(str(path / MODEL_FILE))
-    expected = set(_model_tensors(model))
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    sharded = (path / SHARDED_DIR).is_dir()
+    if sharded != fsdp.is_sharded(model):
+        raise CheckpointError(f"{path} is {'' if sharded else 'not '}a sharded checkpoint and the model is "
+                              f"{'not ' if sharded else ''}sharded: resume with the config it was written with "
+                              "(fsdp)")  # fmt: skip
+    if sharded:
+        _load_sharded(path, model, optimizer)
+        return json.loads((path / STATE_FILE).read_text())
+    peft = lora.is_peft_model(model)
+    if not (path / (ADAPTER_FILE if peft else MODEL_FILE)).is_file():
+        raise CheckpointError(f"{path} holds {'a whole model' if peft else 'LoRA adapters'} and the model is "
+                              f"{'' if peft else 'not '}a PeftModel: resume with the config it was written with "
+                              "(lora_r)")  # fmt: skip
+    tensors = load_file(str(path / (ADAPTER_FILE if peft else MODEL_FILE)))
     try:
-        model.load_state_dict(tensors, strict=False)  # strict=False: a tied weight is stored under one name
-    except RuntimeError as e:
+        if peft:
+            lora.load_adapter_tensors(model, tensors)
+        else:
+            expected = set(_model_tensors(model))
+            missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+            if missing or unexpected:
+                raise ValueError(f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            model.load_state_dict(tensors, strict=False)  # strict=False: a tied weight is stored under one name
+    except (ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not match the model: {' '.join(str(e).split())[:300]}") from None
     if optimizer is not None:
         with safe_open(str(path / OPTIMIZER_FILE), framework="pt") as f:
