@@ -166,7 +166,7 @@ def run_args(tiny_model_dir, tmp_path_factory):
     return ["train", "--model", tiny_model_dir, "--dataset", data, "--reward", "format", "--reward", "length",
             "--set", "prompts_per_step=2", "--set", "num_generations=4", "--set", "micro_batch_size=8",
             "--set", "max_completion_length=8", "--set", "sampler_block_size=4", "--set", "learning_rate=0.01",
-            "--set", f"max_steps={STEPS}", "--set", "save_steps=1"]  # fmt: skip
+            "--set", f"max_steps={STEPS}", "--set", "save_steps=1", "--set", "logging_steps=1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

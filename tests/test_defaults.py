@@ -1,5 +1,6 @@
-"""A TRL user who moves a config to r1fast gets the same run: every option of r1fast's loss API and of r1fast's
-GRPOConfig named as one of TRL 1.16's GRPOConfig fields has TRL's default (read from both dataclasses here)."""
+"""A TRL user who moves a config to r1fast gets the same run: every option of r1fast's loss API, of r1fast's
+GRPOConfig and of its SFTConfig named as one of TRL 1.16's GRPOConfig (SFTConfig) fields has TRL's default (read
+from both dataclasses here)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,11 @@ import pytest
 import r1fast
 from r1fast.loss import POLICY_LOSS_DEFAULTS
 from r1fast.trainer.config import GRPOConfig
+from r1fast.trainer.sft import SFTConfig
 
 trl = pytest.importorskip("trl")
 if trl.__version__ != "1.16.0":
     pytest.skip(f"the defaults are TRL 1.16.0's, found {trl.__version__}", allow_module_level=True)
-
-# Names r1fast shares with TRL whose default differs, each with its reason. Run length and cadence of r1fast's own
-# loop, not the math of a step: TRL's max_steps=-1 means "run num_train_epochs", which r1fast's step-counted loop
-# does not have; TRL logs every 10 steps (averaging the window) and saves every 500, r1fast logs every step and
-# saves by steps and by minutes (checkpointing work owns these three).
-NOT_TRLS_DEFAULT = {
-    "max_steps": "r1fast counts a run in steps only (no num_train_epochs): -1 has no meaning",
-    "logging_steps": "r1fast logs each step's metrics (TRL averages a window of 10)",
-    "save_steps": "r1fast also saves every save_every_minutes; 50 steps keeps short runs resumable",
-}
-
 
 def _default(f: dataclasses.Field):
     if f.default is not dataclasses.MISSING:
@@ -51,7 +42,16 @@ def test_loss_options_have_trls_defaults():
 
 def test_trainer_config_options_have_trls_defaults():
     ours = {f.name: _default(f) for f in dataclasses.fields(GRPOConfig) if f.name in TRL_DEFAULTS}
-    assert {"use_bias_correction_kl", "temperature", "max_completion_length", "lr_scheduler_type"} <= ours.keys()
+    assert {"use_bias_correction_kl", "temperature", "max_completion_length", "lr_scheduler_type", "max_steps",
+            "logging_steps", "save_steps", "vllm_importance_sampling_mode", "use_adaptive_entropy"} <= ours.keys()
     differ = {name: (value, TRL_DEFAULTS[name]) for name, value in ours.items() if value != TRL_DEFAULTS[name]}
-    assert differ.keys() == NOT_TRLS_DEFAULT.keys(), differ
+    assert not differ, differ
     assert GRPOConfig().loss_options()["use_bias_correction_kl"] is True
+
+
+def test_sft_config_options_have_trls_defaults():
+    trl_sft = {f.name: _default(f) for f in dataclasses.fields(trl.SFTConfig)}
+    ours = {f.name: _default(f) for f in dataclasses.fields(SFTConfig) if f.name in trl_sft}
+    assert {"learning_rate", "max_length", "completion_only_loss", "padding_free", "max_steps"} <= ours.keys()
+    differ = {name: (value, trl_sft[name]) for name, value in ours.items() if value != trl_sft[name]}
+    assert not differ, differ

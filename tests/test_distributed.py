@@ -107,9 +107,16 @@ def spawn(tmp_path, task: str, **config) -> list[dict]:
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("loss_type, scale_rewards", [("dapo", "batch"), ("grpo", "group")])
-def test_two_ranks_give_the_single_process_advantages_and_gradient(tmp_path, loss_type, scale_rewards, seed):
-    single = make(4, loss_type=loss_type, scale_rewards=scale_rewards)
+@pytest.mark.parametrize("loss_type, scale_rewards, options", [
+    ("dapo", "batch", {}), ("grpo", "group", {}),
+    # The entropy mask's quantile over both ranks' tokens (of a micro-batch, as TRL: one per rank here, so that the
+    # gathered tokens are the single process's micro-batch).
+    ("dapo", "group", {"top_entropy_quantile": 0.5, "micro_batch_size": 8}),
+])  # fmt: skip
+def test_two_ranks_give_the_single_process_advantages_and_gradient(tmp_path, loss_type, scale_rewards, options,
+                                                                   seed):  # fmt: skip
+    single_options = {**options, "micro_batch_size": 2 * options["micro_batch_size"]} if options else {}
+    single = make(4, loss_type=loss_type, scale_rewards=scale_rewards, **single_options)
     rollout = single.generate(single.rows_for_batch(0), seed=seed)
     assert rollout.advantages.abs().sum() > 0
     torch.save(rollout, tmp_path / "rollout.pt")
@@ -117,7 +124,7 @@ def test_two_ranks_give_the_single_process_advantages_and_gradient(tmp_path, los
     single.loss_and_backward(single.micro_batches(rollout), None, None)
     want = [p.grad for p in single.model.parameters()]
 
-    ranks = spawn(tmp_path, "gradient", loss_type=loss_type, scale_rewards=scale_rewards)
+    ranks = spawn(tmp_path, "gradient", loss_type=loss_type, scale_rewards=scale_rewards, **options)
     torch.testing.assert_close(torch.cat([r["advantages"] for r in ranks]), rollout.advantages)
     for g0, g1, w in zip(ranks[0]["grads"], ranks[1]["grads"], want, strict=True):
         assert torch.equal(g0, g1)  # averaged: every rank holds the same gradient

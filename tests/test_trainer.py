@@ -12,7 +12,7 @@ import torch
 from r1fast import reference
 from r1fast.demo import CharTokenizer, make_policy, problems
 from r1fast.trainer import GRPOConfig, GRPOTrainer, latest_checkpoint, load_checkpoint, read_metrics
-from r1fast.trainer.trainer import _lr_factor
+from r1fast.trainer.loop import lr_factor
 
 ROWS = problems()[:24]
 SMALL = dict(prompts_per_step=4, num_generations=4, micro_batch_size=16, max_completion_length=12,
@@ -101,7 +101,77 @@ def test_triton_loss_backend_gives_the_reference_backends_gradient(loss_type, le
     assert metrics["loss"] == pytest.approx(want_metrics["loss"], rel=1e-4, abs=1e-6)
 
 
-def _reference_with_old(model, rollout, config, old_logps) -> torch.Tensor:
+def test_sampler_correction_weighs_the_loss_by_the_old_over_the_samplers_probability(seed):
+    # The sampler's log-probs moved off the policy's (as a bf16 engine's would be): the loss is the reference's
+    # with TRL's ratio pi_old / pi_sampler, truncated per token, and the off-policy mask reads the sampler's.
+    tr = trainer(seed, micro_batch_size=8, temperature=0.9, vllm_importance_sampling_mode="token_truncate",
+                 vllm_importance_sampling_clip_max=1.1, off_policy_mask_threshold=0.0)  # fmt: skip
+    rollout = tr.generate(tr.rows_for_batch(0), seed=seed)
+    rollout.advantages = -torch.rand(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
+    noise = torch.Generator().manual_seed(seed + 1)
+    rollout.sampling_logps = [[x + 0.6 * (torch.rand(1, generator=noise).item() - 0.5) for x in lp]
+                              for lp in rollout.sampling_logps]  # fmt: skip
+    batches = tr.micro_batches(rollout)
+    old = [tr._logps(tr.model, b) for b in batches]
+    ratios, sampling_metrics = tr.importance_sampling_ratios(batches, old)
+    assert 0.9 < sampling_metrics["sampling/importance_sampling_ratio/mean"] < 1.1
+    assert sampling_metrics["sampling/importance_sampling_ratio/max"] == pytest.approx(1.1)
+    kept = [reference.off_policy_mask(b["advantages"][:, None], o, b["sampling_logps"], b["mask"], 0.0)
+            for b, o in zip(batches, old, strict=True)]  # fmt: skip
+    assert 0 < sum(k.sum().item() for k in kept) < len(rollout.completion_ids)  # the mask drops some sequences
+    tr.model.zero_grad()
+    metrics = tr.loss_and_backward(batches, old, None, ratios)
+    got = grads(tr.model)
+
+    tr.model.zero_grad()
+    model64 = tr.model.double()
+    t = max(len(c) for c in rollout.completion_ids)
+    pad = lambda xs: torch.cat([torch.nn.functional.pad(x.double(), (0, t - x.shape[1])) for x in xs])  # noqa: E731
+    masks = pad([b["mask"] for b in batches])
+    loss = _reference_with_old(model64, rollout, tr.config, pad(old) * masks, sampling_logps=pad(
+        [b["sampling_logps"] for b in batches]), importance_sampling_ratio=pad(ratios))
+    loss.backward()
+    for g, p in zip(got, model64.parameters(), strict=True):
+        torch.testing.assert_close(g.double(), p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-7)
+    assert math.isclose(metrics["loss"], loss.item(), rel_tol=1e-4, abs_tol=1e-6)
+
+
+def test_a_step_compares_the_samplers_log_probs_with_the_policys(seed):
+    # TRL's default correction on: the old log-probs are computed at every step and the sampler's agree with them
+    # (same weights, same transform, fp32), so the ratio is 1 and nothing is masked.
+    tr = trainer(seed, temperature=0.9)
+    assert tr.config.vllm_importance_sampling_correction
+    metrics = tr.train_step()
+    assert metrics["sampling/sampling_logp_difference/max"] < 1e-4
+    assert metrics["sampling/importance_sampling_ratio/min"] == pytest.approx(1.0, abs=1e-3)
+    assert metrics["sampling/importance_sampling_ratio/max"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_adaptive_entropy_bonus_applies_the_previous_steps_coefficient_and_moves_it(seed):
+    # TRL's controller: no bonus before the first measurement; entropy below target -> the coefficient grows by delta
+    # and applies from the next optimizer step, where the loss is the static bonus's with that coefficient.
+    adaptive = trainer(seed, temperature=0.9, use_adaptive_entropy=True, entropy_coef=0.1, entropy_target=100.0,
+                       entropy_coef_delta=0.02)  # fmt: skip
+    rollout = adaptive.generate(adaptive.rows_for_batch(0), seed=seed)
+    rollout.advantages = torch.randn(rollout.advantages.shape, generator=torch.Generator().manual_seed(seed))
+    batches = adaptive.micro_batches(rollout)
+    losses = []
+    for _ in range(2):
+        adaptive.model.zero_grad()
+        losses.append(adaptive.loss_and_backward(batches, None, None))
+    first, second = losses
+    assert first["entropy_coef"] == pytest.approx(0.12) and second["entropy_coef"] == pytest.approx(0.14)
+    assert adaptive.last_world_entropy == pytest.approx(second["entropy"], rel=1e-5)  # one micro-batch: its mean
+    for coef, got in ((0.0, first), (0.12, second)):
+        static = trainer(seed, temperature=0.9, entropy_coef=coef, model=adaptive.model)
+        want = static.loss_and_backward(batches, None, None)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=1e-7)
+    below = trainer(seed, temperature=0.9, use_adaptive_entropy=True, entropy_coef=0.1, entropy_target=0.0)
+    below.loss_and_backward(batches, None, None)
+    assert below.entropy_coef == pytest.approx(0.095) and below.last_world_entropy > 0.0
+
+
+def _reference_with_old(model, rollout, config, old_logps, **inputs) -> torch.Tensor:
     logps, masks = [], []
     t = old_logps.shape[1]
     for prompt, completion in zip(rollout.prompt_ids, rollout.completion_ids, strict=True):
@@ -111,7 +181,7 @@ def _reference_with_old(model, rollout, config, old_logps) -> torch.Tensor:
         logps.append(torch.nn.functional.pad(lp, (0, t - len(completion))))
         masks.append(torch.tensor([1.0] * len(completion) + [0.0] * (t - len(completion)), dtype=torch.float64))
     loss, _ = reference.policy_loss(torch.stack(logps), torch.stack(masks), rollout.advantages.double(), old_logps,
-                                    **config.loss_options())  # fmt: skip
+                                    **inputs, **config.loss_options())  # fmt: skip
     return loss
 
 
@@ -121,8 +191,9 @@ def short(prompts, completions, completion_ids, **_):
 
 
 def test_resumed_run_is_the_uninterrupted_run(tmp_path, seed):
+    # The adaptive entropy bonus's controller is part of the state: its coefficient grows at every optimizer step.
     config = dict(max_steps=4, save_steps=2, num_iterations=2, lr_scheduler_type="linear", warmup_steps=1,
-                  rewards=[short])  # fmt: skip
+                  rewards=[short], use_adaptive_entropy=True, entropy_coef=0.01, entropy_target=100.0)  # fmt: skip
     straight = trainer(seed, output_dir=str(tmp_path / "straight"), **config)
     straight.train()
 
@@ -144,7 +215,7 @@ def test_resumed_run_is_the_uninterrupted_run(tmp_path, seed):
     want = read_metrics(tmp_path / "straight")
     got = read_metrics(tmp_path / "resumed")
     assert [m["step"] for m in got] == [1, 2, 3, 4]
-    for key in ("reward", "completions/mean_length", "loss", "learning_rate", "grad_norm"):
+    for key in ("reward", "completions/mean_length", "loss", "learning_rate", "grad_norm", "entropy_coef"):
         assert [m[key] for m in got] == [m[key] for m in want], key
     # The optimizer state round-trips exactly through the checkpoint.
     fresh = trainer(seed, **config)
@@ -221,11 +292,9 @@ def test_mask_truncated_completions_drops_completions_that_hit_the_length_limit(
 
 
 def test_learning_rate_schedules():
-    cfg = GRPOConfig(max_steps=10, warmup_steps=2, lr_scheduler_type="linear")
-    assert [_lr_factor(cfg, s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
-    cfg = GRPOConfig(max_steps=10, warmup_steps=0, lr_scheduler_type="cosine")
-    assert _lr_factor(cfg, 5) == pytest.approx(0.5) and _lr_factor(cfg, 10) == pytest.approx(0.0)
-    assert _lr_factor(GRPOConfig(max_steps=10, lr_scheduler_type="constant"), 7) == 1.0
+    assert [lr_factor("linear", 2, 10, s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert lr_factor("cosine", 0, 10, 5) == pytest.approx(0.5) and lr_factor("cosine", 0, 10, 10) == pytest.approx(0.0)
+    assert lr_factor("constant", 0, 10, 7) == 1.0
 
 
 BAD_CONFIGS = [dict(micro_batch_size=3), dict(num_generations=1), dict(loss_type="ppo"), dict(temperature=0.0),

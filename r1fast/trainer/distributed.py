@@ -1,6 +1,7 @@
 """Data parallelism over torch.distributed (started by torchrun, or any init_process_group): every rank holds the
 whole model and its own sampler, generates its own share of the prompts, and gradients are averaged before each
-optimizer step. Without an initialised process group every helper is the single-process identity."""
+optimizer step (with fsdp, r1fast.trainer.fsdp shards the model instead and FSDP averages the gradients). Without
+an initialised process group every helper is the single-process identity."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+
+def is_initialized() -> bool:
+    """Whether a default process group exists."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the default process group, (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -29,9 +36,10 @@ def broadcast_model(model: torch.nn.Module) -> None:
 
 def average_gradients(params: list[torch.Tensor]) -> None:
     """grad <- mean over ranks of grad, for every parameter (a missing grad counts as zeros, so every rank issues
-    the same collectives). TRL's loss normalisers assume exactly this average."""
+    the same collectives). TRL's loss normalisers assume exactly this average. Parameters sharded by FSDP (DTensors)
+    are left alone: FSDP's reduce-scatter averaged their gradients already."""
     world = rank_and_world()[1]
-    if world == 1:
+    if world == 1 or any(isinstance(p, DTensor) for p in params):
         return
     handles = []
     for p in params:
@@ -53,6 +61,19 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def all_gather_varlen(x: torch.Tensor) -> torch.Tensor:
+    """The 1-D tensors of every rank (lengths may differ) concatenated in rank order: [sum of the lengths]."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return x
+    length = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
+    lengths = all_gather_rows(length).tolist()
+    padded = torch.zeros(max(lengths), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = all_gather_rows(padded).view(world, -1)
+    return torch.cat([part[:n] for part, n in zip(parts, lengths, strict=True)])
+
+
 def sum_over_ranks(value: float, device: torch.device) -> float:
     if rank_and_world()[1] == 1:
         return value
@@ -62,11 +83,14 @@ def sum_over_ranks(value: float, device: torch.device) -> float:
 
 
 def _reduction(key: str) -> str:
-    """How a metric combines over ranks: "min" for */min_*, "max" for */max_* and timings, else "mean"."""
+    """How a metric combines over ranks: "min" for */min, */min_*, */*_min, "max" for */max, */max_*, */*_max and
+    timings, else "mean" (TRL's names: clip_ratio/low_min, sampling/importance_sampling_ratio/max, ...)."""
     leaf = key.rsplit("/", 1)[-1]
-    if leaf.startswith("min_"):
+    if leaf == "min" or leaf.startswith("min_") or leaf.endswith("_min"):
         return "min"
-    if leaf.startswith("max_") or key.startswith("time/") or key == "step_time":
+    if leaf == "max" or leaf.startswith("max_") or leaf.endswith("_max"):
+        return "max"
+    if key.startswith("time/") or key == "step_time":
         return "max"
     return "mean"
 

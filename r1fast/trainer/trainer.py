@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
+from r1fast import reference
 from r1fast import rewards as reward_registry
 from r1fast.loss import fused_linear_grpo_loss, fused_linear_logprobs
 from r1fast.reference import group_advantages
 from r1fast.sampler import Sampler
 from r1fast.sampler.sampling import mix_seed
-from r1fast.trainer import checkpoint, distributed, validation
+from r1fast.trainer import distributed, evaluation, fsdp, lora, validation
 from r1fast.trainer.config import GRPOConfig
 from r1fast.trainer.logging import MetricsLogger, gpu_stats
-from r1fast.trainer.signals import StopRequest
+from r1fast.trainer.loop import TrainingLoop, enable_activation_checkpointing, make_optimizer
 from r1fast.trainer.validation import InputError
 
 
@@ -40,32 +39,10 @@ class Rollout:
     texts: list[str]
     rewards_per_func: torch.Tensor
     advantages: torch.Tensor
+    sampling_logps: list[list[float]] | None = None  # the sampler's log-prob of each completion token
 
 
-def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
-    """Hugging Face's non-reentrant activation checkpointing of every decoder layer (transformers >= 5.x names it
-    activation_checkpointing_enable; earlier releases gradient_checkpointing_enable)."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _lr_factor(config: GRPOConfig, step: int) -> float:
-    """The learning-rate multiplier at optimizer step `step` (0-based): linear warmup from 0, then the schedule
-    (HF's semantics for constant/linear/cosine with warmup)."""
-    if step < config.warmup_steps:
-        return step / config.warmup_steps
-    if config.lr_scheduler_type == "constant":
-        return 1.0
-    remaining = max(1, config.max_steps * config.num_iterations - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / remaining)
-    if config.lr_scheduler_type == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class GRPOTrainer:
+class GRPOTrainer(TrainingLoop):
     """Trains a Hugging Face causal LM (llama, mistral, qwen2, qwen3) with GRPO on its own weights, in place.
 
     model: the policy; the sampler generates with its parameters in place (no copy, no weight sync).
@@ -74,8 +51,15 @@ class GRPOTrainer:
     ``f(prompts=..., completions=..., completion_ids=..., **columns) -> list[float | None]``, called with keywords
     as TRL calls them. train_dataset: a sequence of
     dicts, each with "prompt" (a string, or chat messages) and any columns the rewards read (e.g. "solution").
-    config: GRPOConfig. log_stream: where the console line goes (None: silent). With beta > 0 the KL's reference
-    is a frozen copy of the model as passed here.
+    config: GRPOConfig. eval_dataset: held-out rows like train_dataset's, evaluated every config.eval_steps steps
+    and after the last (evaluate). log_stream: where the console line or progress bar goes (None: silent). With
+    beta > 0 the KL's reference is a frozen copy of the model as passed here (with LoRA: the model with its adapters
+    disabled, no copy).
+
+    LoRA: a peft.PeftModel trains its adapters; config.lora_r > 0 wraps the model with PEFT first (after every
+    check). The sampler runs the base model with PEFT's LoRA layers in place (r1fast.trainer.lora). FSDP:
+    config.fsdp shards the model over the process group (r1fast.trainer.fsdp); the rollout runs on the gathered
+    weights, checkpoints are sharded.
 
     Data parallel under torch.distributed (torchrun; call init_process_group and put the model on the rank's device
     first): every rank generates prompts_per_step prompts of its own (the global batch is world_size times that),
@@ -87,6 +71,12 @@ class GRPOTrainer:
     DatasetRowError names the row) or TypeError.
     """
 
+    CHECKPOINT_FORMAT = "r1fast-grpo-1"
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.config.prompts_per_step
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -95,6 +85,7 @@ class GRPOTrainer:
         train_dataset: Sequence[dict[str, Any]],
         config: GRPOConfig | None = None,
         *,
+        eval_dataset: Sequence[dict[str, Any]] | None = None,
         log_stream: TextIO | None = sys.stdout,
     ) -> None:
         self.config = config = config or GRPOConfig()
@@ -106,17 +97,25 @@ class GRPOTrainer:
         for f in self.reward_funcs:
             if not callable(f):
                 raise TypeError(f"a reward must be a registered name or a callable, got {f!r}")
-        self.reward_names = [f if isinstance(f, str) else getattr(f, "__name__", f"reward{i}")
-                             for i, f in enumerate(reward_funcs)]  # fmt: skip
+        self.reward_names = evaluation.reward_names(reward_funcs)
         validation.check_output_dir(config.output_dir)
         validation.check_rows_shape(train_dataset)
+        if eval_dataset is not None:
+            validation.check_rows_shape(eval_dataset, "eval_dataset")
+        if config.fsdp and not distributed.is_initialized():
+            raise InputError("fsdp=True needs torch.distributed: run under torchrun (or call init_process_group first)")
+        if config.lora_r and lora.is_peft_model(model):
+            raise InputError("the model is a PeftModel already: pass it without lora_r (its adapters are trained)")
+        if config.fsdp and lora.is_peft_model(model):
+            raise InputError("fsdp with a PeftModel is not supported: LoRA runs on one GPU (or data parallel)")
         self.model, self.tokenizer, self.train_dataset = model, tokenizer, train_dataset
+        self.eval_dataset = eval_dataset
         self.rank, self.world_size = distributed.rank_and_world()
         self.log_stream = log_stream if self.rank == 0 else None
         self.lm_head = model.get_output_embeddings()
         self.device = self.lm_head.weight.device
         try:
-            self.sampler = Sampler(model, tokenizer=tokenizer, block_size=config.sampler_block_size,
+            self.sampler = Sampler(lora.base_model(model), tokenizer=tokenizer, block_size=config.sampler_block_size,
                                    kv_cache_memory=config.sampler_kv_cache_memory,
                                    fp32_head=config.fp32_lm_head)  # fmt: skip
         except ValueError as e:  # a model the sampler does not run, or a bad sampler setting
@@ -127,46 +126,48 @@ class GRPOTrainer:
         report = validation.check_dataset(train_dataset, tokenizer, config, self.sampler.max_model_len,
                                           model.get_input_embeddings().weight.shape[0], self.reward_funcs,
                                           self.reward_names)  # fmt: skip
+        if eval_dataset is not None:
+            validation.check_dataset(eval_dataset, tokenizer, config, self.sampler.max_model_len,
+                                     model.get_input_embeddings().weight.shape[0], self.reward_funcs,
+                                     self.reward_names, name="eval_dataset")  # fmt: skip
         if report.truncated:
             self._say(f"{report.truncated} of {report.rows} prompts are longer than max_prompt_length="
                       f"{config.max_prompt_length} tokens: their first tokens are cut (as TRL does)")  # fmt: skip
+        if config.lora_r:  # the checks passed: PEFT wraps the model (its Linear layers, in place; the base frozen)
+            try:
+                self.model = model = lora.apply_lora(model, config.lora_r, config.lora_alpha,
+                                                     config.lora_target_modules, config.lora_dropout,
+                                                     seed=config.seed)  # fmt: skip
+            except ValueError as e:  # e.g. a target module the model does not have
+                raise InputError(str(e)) from None
         distributed.broadcast_model(model)
         if config.gradient_checkpointing:
-            _enable_activation_checkpointing(model)
+            enable_activation_checkpointing(model)
         # beta > 0: the KL is to the policy as given here (on resume too: build the trainer from the initial model,
-        # then load the checkpoint), a frozen copy made now.
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise InputError("the model has no trainable parameters")
-        betas = (config.adam_beta1, config.adam_beta2)
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=betas, eps=config.adam_epsilon,
-                                           weight_decay=config.weight_decay)  # fmt: skip
-        self.logger = MetricsLogger(config.output_dir if self.rank == 0 else None, self.log_stream)
+        # then load the checkpoint), a frozen copy made now; with LoRA the base model, adapters disabled (no copy).
+        copied = config.beta > 0 and not lora.is_peft_model(model)
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if copied else None
+        if config.fsdp:  # after the broadcast: every rank shards the same weights
+            for m in (model, self.ref_model):
+                if m is not None:
+                    fsdp.shard_model(m, config.fsdp_param_dtype)
+        self.optimizer = make_optimizer(model, config)
+        self.logger = MetricsLogger(config.output_dir if self.rank == 0 else None, self.log_stream,
+                                    report_to=config.report_to if self.rank == 0 else "none",
+                                    progress_bar=config.progress_bar(self.log_stream),
+                                    run_config=config.to_dict())  # fmt: skip
         self.step = 0  # optimizer steps taken = config.num_iterations * steps_done
-        self._perm: list[int] = []
-        self._perm_epoch = -1
+        # The entropy bonus's coefficient (use_adaptive_entropy: the controller's state, with the entropy it measured
+        # over the last optimizer step; inf before the first, as in TRL).
+        self.entropy_coef, self.last_world_entropy = config.entropy_coef, math.inf
 
     # -- data -------------------------------------------------------------------------------------------------
 
     def rows_for_batch(self, batch: int) -> list[dict[str, Any]]:
-        """This rank's dataset rows of generation batch `batch` (0-based): consecutive slices of a fresh permutation
-        per epoch, drawn from (seed, epoch) alone, so a resumed run sees the same rows; rank r takes the r-th
-        prompts_per_step of the batch's world_size * prompts_per_step."""
-        n, k = len(self.train_dataset), self.config.prompts_per_step
-        first = (batch * self.world_size + self.rank) * k
-        rows = []
-        for position in range(first, first + k):
-            epoch, offset = divmod(position, n)
-            rows.append(self.train_dataset[self._permutation(epoch)[offset]])
-        return rows
-
-    def _permutation(self, epoch: int) -> list[int]:
-        if self._perm_epoch != epoch:
-            generator = torch.Generator().manual_seed(mix_seed(self.config.seed, epoch))
-            self._perm = torch.randperm(len(self.train_dataset), generator=generator).tolist()
-            self._perm_epoch = epoch
-        return self._perm
+        """This rank's dataset rows of generation batch `batch` (0-based): prompts_per_step rows (see
+        TrainingLoop.rows_of_batch: a fresh permutation per epoch from the seed, so a resumed run sees the same
+        rows)."""
+        return self.rows_of_batch(batch, self.config.prompts_per_step)
 
     def _encode_prompt(self, row: dict[str, Any]) -> list[int]:
         return validation.encode_prompt(self.tokenizer, row, self.config, self.sampler.max_model_len)[0]
@@ -178,22 +179,18 @@ class GRPOTrainer:
         """Samples G completions per row, scores them with every reward and computes the advantages."""
         cfg, g = self.config, self.config.num_generations
         prompt_ids = [self._encode_prompt(row) for row in rows]
-        groups = self.sampler.generate(prompt_ids, cfg.sampling_params(seed))
+        with fsdp.gathered(self.model):  # a sharded model's whole weights for the rollout, freed after it
+            groups = self.sampler.generate(prompt_ids, cfg.sampling_params(seed))
         if cfg.free_kv_cache:
             self.sampler.free()
         completions = [c for group in groups for c in group.completions]
         completion_ids = [c.token_ids for c in completions]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
-        columns: dict[str, list[Any]] = {"completion_ids": completion_ids}
-        for key in dict.fromkeys(k for row in rows for k in row if k != "prompt"):  # every column, in order
-            columns[key] = [row.get(key) for row in rows for _ in range(g)]
-        prompts = [row["prompt"] for row in rows for _ in range(g)]
-        per_function, _ = reward_registry.score(self.reward_funcs, prompts, texts, **columns)
-        rewards_per_func = torch.tensor([[math.nan if v is None else v for v in row] for row in per_function],
-                                        dtype=torch.float32).reshape(len(texts), len(self.reward_funcs))  # fmt: skip
+        rewards_per_func = evaluation.score_completions(self.reward_funcs, rows, g, texts, completion_ids)
         advantages = self.advantages(rewards_per_func)
         return Rollout([list(group.prompt_token_ids) for group in groups for _ in range(g)], completion_ids,
-                       [c.finish_reason for c in completions], texts, rewards_per_func, advantages)  # fmt: skip
+                       [c.finish_reason for c in completions], texts, rewards_per_func, advantages,
+                       [c.logprobs for c in completions])  # fmt: skip
 
     def advantages(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """This rank's advantages [N] from its rewards [N, F], computed over every rank's rewards (batch-level
@@ -210,7 +207,8 @@ class GRPOTrainer:
 
     def _micro_batch(self, rollout: Rollout, index: slice) -> dict[str, torch.Tensor]:
         """input ids [b, L] (prompt + completion, right-padded), positions [b, T] of the hidden states that predict
-        the completion tokens, completion ids [b, T] and mask [b, T] (T = the longest completion here)."""
+        the completion tokens, completion ids [b, T], mask [b, T] and the sampler's log-probs [b, T] float32 (0 on
+        padding; T = the longest completion here)."""
         prompts, completions = rollout.prompt_ids[index], rollout.completion_ids[index]
         b = len(prompts)
         length = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
@@ -219,32 +217,42 @@ class GRPOTrainer:
         completion_ids = torch.zeros(b, t, dtype=torch.int64)
         mask = torch.zeros(b, t, dtype=torch.float32)
         positions = torch.zeros(b, t, dtype=torch.int64)
+        sampling_logps = torch.zeros(b, t, dtype=torch.float32)
+        sampled = rollout.sampling_logps[index] if rollout.sampling_logps is not None else [[]] * b
         for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
             input_ids[i, : len(p) + len(c)] = torch.tensor(p + c)
             completion_ids[i, : len(c)] = torch.tensor(c, dtype=torch.int64)
             mask[i, : len(c)] = 1.0
+            sampling_logps[i, : len(sampled[i])] = torch.tensor(sampled[i], dtype=torch.float32)
             positions[i] = torch.arange(len(p) - 1, len(p) - 1 + t).clamp(max=length - 1)
         if self.config.mask_truncated_completions:
             truncated = torch.tensor([r == "length" for r in rollout.finish_reasons[index]])
             mask[truncated] = 0.0
         to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
         return {"input_ids": to(input_ids), "positions": to(positions), "completion_ids": to(completion_ids),
-                "mask": to(mask)}  # fmt: skip
+                "mask": to(mask), "sampling_logps": to(sampling_logps)}  # fmt: skip
 
     def _completion_hidden(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The final hidden states [b, T, H] that predict the completion tokens (right padding needs no attention
-        mask: under causal attention no real token sees a pad)."""
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        mask: under causal attention no real token sees a pad). A sharded model runs its root forward (FSDP gathers
+        the head for the fused loss: r1fast.trainer.fsdp.forward_hidden)."""
+        if fsdp.is_sharded(model):
+            hidden = fsdp.forward_hidden(model, batch["input_ids"])
+        else:
+            hidden = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
         index = batch["positions"][..., None].expand(-1, -1, hidden.shape[-1])
         return hidden.gather(1, index)
 
     @torch.no_grad()
     def _logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         head = model.get_output_embeddings()
-        return fused_linear_logprobs(self._completion_hidden(model, batch), head.weight, batch["completion_ids"],
-                                     bias=head.bias, temperature=self.config.temperature,
-                                     backend=self.config.loss_backend, fp32_head=self.config.fp32_lm_head,
-                                     **self.logit_transform)  # fmt: skip
+        logps = fused_linear_logprobs(self._completion_hidden(model, batch), head.weight, batch["completion_ids"],
+                                      bias=head.bias, temperature=self.config.temperature,
+                                      backend=self.config.loss_backend, fp32_head=self.config.fp32_lm_head,
+                                      **self.logit_transform)  # fmt: skip
+        if fsdp.is_sharded(model):  # no backward follows: free the root unit the forward left gathered
+            model.reshard()
+        return logps
 
     def micro_batches(self, rollout: Rollout) -> list[dict[str, torch.Tensor]]:
         """The rollout as micro-batches of micro_batch_size completions (see _micro_batch), each with its
@@ -258,29 +266,91 @@ class GRPOTrainer:
         return out
 
     def loss_and_backward(self, batches: list[dict[str, torch.Tensor]], old_logps: list[torch.Tensor] | None,
-                          ref_logps: list[torch.Tensor] | None) -> dict[str, float]:  # fmt: skip
+                          ref_logps: list[torch.Tensor] | None,
+                          is_ratios: list[torch.Tensor] | None = None) -> dict[str, float]:  # fmt: skip
         """Accumulates the gradient of the GRPO loss over a rollout's micro-batches (TRL's gradient-accumulation
         normalisers: each micro-batch's loss is divided by their count; dapo/cispo divide by the completion tokens
         of the whole generation batch, over all ranks, times the world size, since the gradients are then
-        averaged). Returns the summed loss and the loss metrics averaged over micro-batches (this rank's)."""
+        averaged). is_ratios: the sampler correction's ratio per micro-batch (then the sampler's log-probs feed the
+        off-policy mask). With use_adaptive_entropy, the step applies the controller's coefficient and then moves it
+        (TRL's controller, over every rank's tokens). Returns the summed loss and the loss metrics averaged over
+        micro-batches (this rank's)."""
         cfg = self.config
         items = distributed.sum_over_ranks(float(sum(batch["mask"].sum().item() for batch in batches)), self.device)
-        total, sums = 0.0, {}
+        options = cfg.loss_options()
+        if cfg.use_adaptive_entropy:
+            options["entropy_coef"] = reference.applied_entropy_coef(self.entropy_coef, self.last_world_entropy,
+                                                                     cfg.entropy_target)  # fmt: skip
+        if self.world_size > 1 and cfg.top_entropy_quantile < 1.0:
+            options["gather_entropies"] = distributed.all_gather_varlen
+        total, sums, window = 0.0, {}, [0.0, 0.0]
         for k, batch in enumerate(batches):
             hidden = self._completion_hidden(self.model, batch)
             loss, metrics = fused_linear_grpo_loss(
                 hidden, self.lm_head.weight, batch["completion_ids"], batch["mask"], batch["advantages"],
                 None if old_logps is None else old_logps[k], None if ref_logps is None else ref_logps[k],
+                None if is_ratios is None else batch["sampling_logps"], None if is_ratios is None else is_ratios[k],
                 bias=self.lm_head.bias, backend=cfg.loss_backend, temperature=cfg.temperature, **self.logit_transform,
                 fp32_head=cfg.fp32_lm_head,
                 num_items_in_batch=items, gradient_accumulation_steps=len(batches),
-                steps_per_generation=len(batches), num_processes=self.world_size, **cfg.loss_options(),
+                steps_per_generation=len(batches), num_processes=self.world_size,
+                entropy_bonus_stats=cfg.use_adaptive_entropy, **options,
             )  # fmt: skip
             loss.backward()
             total += loss.item()
+            if cfg.use_adaptive_entropy:
+                window[0] += metrics.pop("entropy_bonus/sum")
+                window[1] += metrics.pop("entropy_bonus/tokens")
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
-        return {"loss": total, **{key: value / len(batches) for key, value in sums.items()}}
+        if cfg.use_adaptive_entropy:
+            entropy_sum, tokens = (distributed.sum_over_ranks(x, self.device) for x in window)
+            self.last_world_entropy = entropy_sum / max(tokens, 1.0)
+            self.entropy_coef = reference.adaptive_entropy_coef(
+                self.entropy_coef, self.last_world_entropy, entropy_target=cfg.entropy_target,
+                entropy_coef_delta=cfg.entropy_coef_delta, entropy_coef_min=cfg.entropy_coef_min,
+                entropy_coef_max=cfg.entropy_coef_max,
+            )  # fmt: skip
+        out = {"loss": total, **{key: value / len(batches) for key, value in sums.items()}}
+        if cfg.use_adaptive_entropy or cfg.entropy_coef != 0.0:
+            out["entropy_coef"] = self.entropy_coef
+        return out
+
+    def extra_state(self) -> dict[str, Any]:
+        """The entropy bonus's coefficient and the adaptive controller's last measurement (TRL saves the same)."""
+        return {"entropy_coef": self.entropy_coef, "last_world_entropy": self.last_world_entropy}
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        if "entropy_coef" in state:  # a checkpoint from before the adaptive entropy bonus has none
+            self.entropy_coef = float(state["entropy_coef"])
+            self.last_world_entropy = float(state["last_world_entropy"])
+
+    def importance_sampling_ratios(
+        self, batches: list[dict[str, torch.Tensor]], old_logps: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """TRL's train/inference mismatch correction with the sampler in vLLM's part: per micro-batch the ratio
+        pi_old / pi_sampler (reference.vllm_importance_sampling_ratio, the config's mode and clip bounds), and TRL's
+        sampling/ metrics over the rollout (this rank's)."""
+        cfg = self.config
+        ratios, deltas, flat = [], [], []
+        for batch, old in zip(batches, old_logps, strict=True):
+            mask = batch["mask"]
+            ratio = reference.vllm_importance_sampling_ratio(old, batch["sampling_logps"], mask,
+                                                             cfg.vllm_importance_sampling_mode,
+                                                             cfg.vllm_importance_sampling_clip_min,
+                                                             cfg.vllm_importance_sampling_clip_max)  # fmt: skip
+            ratios.append(ratio)
+            deltas.append((old - batch["sampling_logps"]).abs()[mask.bool()])
+            flat.append(ratio.flatten() if ratio.shape[1] == 1 else ratio[mask.bool()])
+        delta, flat_ratio = torch.cat(deltas), torch.cat(flat)
+        stat = lambda x, fn: fn(x).item() if x.numel() else 0.0  # noqa: E731
+        return ratios, {
+            "sampling/sampling_logp_difference/mean": stat(delta, torch.mean),
+            "sampling/sampling_logp_difference/max": stat(delta, torch.max),
+            "sampling/importance_sampling_ratio/min": stat(flat_ratio, torch.min),
+            "sampling/importance_sampling_ratio/mean": stat(flat_ratio, torch.mean),
+            "sampling/importance_sampling_ratio/max": stat(flat_ratio, torch.max),
+        }
 
     # -- the step ---------------------------------------------------------------------------------------------
 
@@ -294,54 +364,47 @@ class GRPOTrainer:
         rollout = self.generate(rows, seed=mix_seed(cfg.seed, batch_index, 1 + self.rank))
         generated = time.perf_counter()
         batches = self.micro_batches(rollout)
-        # Old log-probs: the policy before the first update (with one iteration the loss is on-policy: ratio 1).
-        old = [self._logps(self.model, b) for b in batches] if cfg.num_iterations > 1 else None
-        ref = None if self.ref_model is None else [self._logps(self.ref_model, b) for b in batches]
+        # Old log-probs: the policy before the first update (with one iteration and no sampler correction the loss
+        # is on-policy: ratio 1, old = the loss's own log-probs).
+        correct = cfg.vllm_importance_sampling_correction
+        old = [self._logps(self.model, b) for b in batches] if cfg.num_iterations > 1 or correct else None
+        ratios, sampling_metrics = self.importance_sampling_ratios(batches, old) if correct else (None, {})
+        ref = None
+        if cfg.beta > 0:  # the reference: the frozen copy, or with LoRA the model with its adapters disabled
+            with lora.adapters_disabled(self.model):
+                ref = [self._logps(self.model if self.ref_model is None else self.ref_model, b) for b in batches]
         metrics: dict[str, float] = {}
         self.model.train()  # as TRL: dropout (if the config has any) and gradient checkpointing (if enabled) apply
         for _ in range(cfg.num_iterations):
-            lr = cfg.learning_rate * _lr_factor(cfg, self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = self.set_learning_rate(self.total_steps * cfg.num_iterations)
             self.optimizer.zero_grad(set_to_none=True)
-            metrics = self.loss_and_backward(batches, old, ref)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            distributed.average_gradients(params)
-            clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            metrics = self.loss_and_backward(batches, old, ref, ratios)
+            metrics["grad_norm"] = self.optimizer_step()
             metrics["learning_rate"] = lr
-            self.optimizer.step()
-            self.step += 1
         self.model.eval()
         self.optimizer.zero_grad(set_to_none=True)
         end = time.perf_counter()
         metrics.update(self._rollout_metrics(rollout))
+        metrics.update(sampling_metrics)
         metrics.update({"time/generate": generated - start, "time/train": end - generated, "step_time": end - start})
         metrics.update(gpu_stats(self.device))
         return distributed.reduce_metrics(metrics, self.device)
 
     def _rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
-        g = self.config.num_generations
-        rpf = rollout.rewards_per_func
-        weights = torch.tensor(self.config.reward_weights or [1.0] * rpf.shape[1])
-        total = torch.nansum(rpf * weights, dim=1)
-        groups = total.view(-1, g)
-        lengths = torch.tensor([len(c) for c in rollout.completion_ids], dtype=torch.float32)
-        out = {
-            "reward": total.mean().item(),
-            "reward_std": groups.std(dim=1).mean().item() if g > 1 else 0.0,
-            "frac_reward_zero_std": (groups.std(dim=1) == 0).float().mean().item() if g > 1 else 1.0,
-            "completions/mean_length": lengths.mean().item(),
-            "completions/min_length": lengths.min().item(),
-            "completions/max_length": lengths.max().item(),
-            "completions/clipped_ratio": sum(r == "length" for r in rollout.finish_reasons) / len(lengths),
-            "tokens/generated": lengths.sum().item(),
-        }
-        for name, column in zip(self.reward_names, rpf.T, strict=True):
-            scored = column[~column.isnan()]
-            out[f"rewards/{name}/mean"] = scored.mean().item() if len(scored) else math.nan
-            out[f"rewards/{name}/std"] = scored.std().item() if len(scored) > 1 else math.nan
-        return out
+        return evaluation.rollout_metrics(rollout.rewards_per_func, self.reward_names, self.config.reward_weights,
+                                          self.config.num_generations, rollout.completion_ids,
+                                          rollout.finish_reasons)  # fmt: skip
+
+    def evaluate(self) -> dict[str, float]:
+        """The rewards' means (and TRL's other rollout metrics, and each mean's 95% interval) over eval_dataset's
+        rows, with config.eval_sampling_params() (greedy, one completion per row, by default): see
+        r1fast.trainer.evaluation.evaluate. The training's random state is not touched."""
+        if self.eval_dataset is None:
+            raise InputError("no eval_dataset was given")
+        self.model.eval()
+        with fsdp.gathered(self.model):
+            return evaluation.evaluate(self.model, self.tokenizer, self.eval_dataset, self.reward_funcs, self.config,
+                                       sampler=self.sampler, names=self.reward_names).metrics  # fmt: skip
 
     # -- the loop and checkpoints -----------------------------------------------------------------------------
 
@@ -349,164 +412,3 @@ class GRPOTrainer:
     def steps_done(self) -> int:
         """Steps (generation batches) completed: what metrics.jsonl and checkpoint names count."""
         return self.step // self.config.num_iterations
-
-    def train(self, resume_from: str | os.PathLike | None = None, *, overwrite: bool = False,
-              allow_config_change: bool = False,
-              export_dir: str | os.PathLike | None = None) -> list[dict[str, float]]:  # fmt: skip
-        """Runs the steps up to config.max_steps (generation batches, each with num_iterations optimizer steps).
-
-        resume_from: None (a fresh start), "latest" (the newest checkpoint under output_dir whose manifest
-        verifies; newer ones that do not verify are named in a CheckpointWarning; a fresh start when there is none)
-        or a checkpoint folder. A fresh start into an output_dir that holds a previous run raises InputError unless
-        overwrite (which deletes its checkpoints, final export and metrics). A checkpoint whose config differs from
-        this one (RUN_LENGTH_KEYS aside) raises InputError unless allow_config_change. On resume metrics.jsonl is
-        cut back to the checkpoint's step, so no step appears twice.
-
-        Logs every logging_steps steps; with output_dir saves every save_steps steps, every save_every_minutes
-        minutes and at the end, keeping save_total_limit; at the end exports the model, its config and the
-        tokenizer to export_dir (default <output_dir>/final). SIGINT/SIGTERM: the current step finishes, a
-        checkpoint is written and train returns; a second signal raises KeyboardInterrupt at once. Under
-        torch.distributed rank 0 decides where to start and writes; every rank loads the same checkpoint and stops
-        after the same step. Returns the logged metrics, one dict per logged step."""
-        cfg = self.config
-        if resume_from is not None and overwrite:
-            raise InputError("resume_from and overwrite exclude each other")
-        start = distributed.on_rank0(lambda: self._choose_start(resume_from, overwrite, allow_config_change))
-        if start is not None:
-            self.load(start, verify=False)  # rank 0 verified it
-            self._say(f"resumed from {start} at step {self.steps_done}")
-            if self.steps_done >= cfg.max_steps:
-                self._say(f"the run is finished: {start.name} is at step {self.steps_done} and max_steps="
-                          f"{cfg.max_steps} (raise max_steps to train further)")  # fmt: skip
-        if self.rank == 0:
-            self.logger.truncate(self.steps_done)
-        history = []
-        last_save, saved_step = time.monotonic(), self.steps_done if start is not None else None
-        with StopRequest() as stop:
-            while self.steps_done < cfg.max_steps:
-                metrics = self.train_step()
-                step = self.steps_done
-                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                    self.logger.log(step, metrics)
-                    history.append({"step": step, **metrics})
-                minutes = (time.monotonic() - last_save) / 60
-                (overdue,) = distributed.any_rank([0 < cfg.save_every_minutes <= minutes], self.device)
-                periodic = cfg.save_steps and step % cfg.save_steps == 0
-                if cfg.output_dir and (overdue or periodic or step == cfg.max_steps):
-                    self.save()
-                    last_save, saved_step = time.monotonic(), step
-                (stopping,) = distributed.any_rank([stop.signal_name is not None], self.device)
-                if stopping:
-                    self._stop(stop.signal_name, saved=saved_step == step)
-                    return history
-        export = Path(export_dir) if export_dir else (Path(cfg.output_dir) / checkpoint.FINAL_DIR if cfg.output_dir
-                                                      else None)  # fmt: skip
-        if export is not None and distributed.on_rank0(lambda: checkpoint.verified_step(export)) != self.steps_done:
-            self.export(export)
-            self._say(f"step {self.steps_done} of {cfg.max_steps} done: the model, its config and tokenizer are in "
-                      f"{export} (from_pretrained loads it)")  # fmt: skip
-        return history
-
-    def _stop(self, signal_name: str | None, saved: bool) -> None:
-        """After a stop signal: a checkpoint of the step just finished (unless written already), and one line."""
-        if not self.config.output_dir:
-            self._say(f"stopped by {signal_name or 'a signal'} after step {self.steps_done}; nothing saved (no "
-                      "output_dir)")  # fmt: skip
-            return
-        path = checkpoint.checkpoint_dir(self.config.output_dir, self.steps_done)
-        if not saved:
-            path = self.save()
-        self._say(f"stopped by {signal_name or 'a signal to another rank'} after step {self.steps_done}: saved "
-                  f"{path} (continue with --resume latest)")  # fmt: skip
-
-    def _choose_start(self, resume_from: str | os.PathLike | None, overwrite: bool,
-                      allow_config_change: bool) -> Path | None:  # fmt: skip
-        """Where the run starts, decided on rank 0: None (step 0) or a checkpoint that verifies. Finishes saves a
-        crash interrupted; clears the previous run when overwrite. Raises InputError (see train)."""
-        cfg = self.config
-        out = Path(cfg.output_dir) if cfg.output_dir else None
-        if out is not None:
-            for path in checkpoint.finish_interrupted_saves(out):
-                self._say(f"completed {path}, whose save was interrupted after it was written")
-        if resume_from is None:
-            previous = self._previous_run()
-            if previous and not overwrite:
-                names = ", ".join(p.name for p in previous[:3]) + (", ..." if len(previous) > 3 else "")
-                raise InputError(f"{out} already holds a run ({names}): continue it with --resume latest "
-                                 "(resume_from='latest') or replace it with --overwrite (overwrite=True)")  # fmt: skip
-            for path in previous:
-                checkpoint.remove_checkpoint(path) if path.is_dir() else path.unlink()
-            return None
-        if resume_from == "latest":
-            if out is None:
-                raise InputError("resume_from='latest' needs config.output_dir")
-            path = checkpoint.latest_checkpoint(out)
-            if path is None:
-                self._say(f"no checkpoint to resume from in {out}: starting at step 0")
-                return None
-        else:
-            path = Path(resume_from)
-            checkpoint.verify_checkpoint(path)
-        manifest, state = checkpoint.read_checkpoint_info(path)
-        if manifest.get("config_hash") != cfg.fingerprint():
-            theirs = state.get("config", {})
-            changed = ", ".join(f"{k} {theirs.get(k)!r} -> {getattr(cfg, k, None)!r}" for k in cfg.changed_keys(theirs))
-            if not allow_config_change:
-                raise InputError(f"{path} was trained with another config ({changed}): resume with its config, or "
-                                 "pass --allow-config-change (allow_config_change=True)")  # fmt: skip
-            self._say(f"resuming {path} with a changed config: {changed}")
-        if state.get("world_size", self.world_size) != self.world_size:
-            self._say(f"{path} was trained on {state['world_size']} ranks, this run has {self.world_size}: the rows "
-                      "each step sees differ from the uninterrupted run's")  # fmt: skip
-        return path
-
-    def _previous_run(self) -> list[Path]:
-        """What a previous run left in output_dir: checkpoints, the final export, metrics.jsonl."""
-        out = Path(self.config.output_dir) if self.config.output_dir else None
-        if out is None:
-            return []
-        found = [path for _, path in checkpoint.checkpoint_steps(out)]
-        found += [p for p in (out / checkpoint.FINAL_DIR, out / "metrics.jsonl") if p.exists()]
-        return found
-
-    def _say(self, message: str) -> None:
-        """One line to the console stream (rank 0's)."""
-        if self.log_stream is not None:
-            print(message, file=self.log_stream, flush=True)
-
-    def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Writes a checkpoint atomically (default: <output_dir>/checkpoint-<steps_done>, and then the oldest beyond
-        save_total_limit are removed); under torch.distributed rank 0 writes it and every rank waits for it."""
-        cfg = self.config
-        default = path is None
-        if default:
-            if not cfg.output_dir:
-                raise ValueError("no path given and config.output_dir is not set")
-            path = checkpoint.checkpoint_dir(cfg.output_dir, self.steps_done)
-        self._write(Path(path), self.optimizer)
-        if default and cfg.save_total_limit and self.rank == 0:
-            checkpoint.rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, self.steps_done)
-        return Path(path)
-
-    def export(self, path: str | os.PathLike) -> Path:
-        """Writes the model, its config, generation config and the tokenizer (no optimizer) atomically to path, a
-        folder AutoModelForCausalLM.from_pretrained loads."""
-        return self._write(Path(path), None)
-
-    def _write(self, path: Path, optimizer: torch.optim.Optimizer | None) -> Path:
-        state = {"step": self.step, "config": self.config.to_dict(), "format": "r1fast-grpo-1",
-                 "world_size": self.world_size}  # fmt: skip
-        if self.rank == 0:
-            checkpoint.save_checkpoint(path, self.model, optimizer, state, step=self.steps_done,
-                                       config_hash=self.config.fingerprint(), tokenizer=self.tokenizer)  # fmt: skip
-        distributed.barrier()
-        return path
-
-    def load(self, path: str | os.PathLike, *, verify: bool = True) -> None:
-        """Restores the model, optimizer and step from a checkpoint written by save() (the dataset order and the
-        sampling seeds follow from the config's seed and the step, so the run continues as if never stopped).
-        verify: check the manifest's sizes and checksums first. Raises CheckpointError."""
-        state = checkpoint.load_checkpoint(path, self.model, self.optimizer, verify=verify)
-        if state.get("format") != "r1fast-grpo-1":
-            raise checkpoint.CheckpointError(f"{path} is not an r1fast GRPO checkpoint")
-        self.step = int(state["step"])
