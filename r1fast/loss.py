@@ -359,6 +359,20 @@ def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp
     return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
 
 
+def _linear_backward(dlogits: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, s: int, e: int,
+                     grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None) -> None:
+    """d(loss)/d(logits) [e - s, V] of rows s:e of hidden [N, H] into grad_h[s:e] (written), grad_w [V, H] and grad_b
+    [V] (float32, accumulated); None skips one. An fp32 head's float32 d(loss)/d(logits) meets the operands in their
+    dtype (tensor-core GEMMs): the float32 is for the softmax, as in the forward."""
+    dlogits = dlogits.to(hidden.dtype)
+    if grad_h is not None:
+        torch.mm(dlogits, weight, out=grad_h[s:e])
+    if grad_w is not None:
+        _accumulate_dweight(grad_w, dlogits, hidden[s:e])
+    if grad_b is not None:
+        grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+
+
 _MM_OUT_DTYPE_OK = True
 
 
@@ -505,15 +519,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
             return _linear(hidden[s:e], weight, bias, fp32_head)
 
         def backprop_chunk(dlogits: torch.Tensor, s: int, e: int) -> None:
-            # An fp32 head's float32 d(loss)/d(logits) meets the operands in their dtype (tensor-core GEMMs): the
-            # float32 is for the softmax, as in the forward.
-            dlogits = dlogits.to(hidden.dtype)
-            if want_h:
-                torch.mm(dlogits, weight, out=grad_h[s:e])
-            if want_w:
-                _accumulate_dweight(grad_w, dlogits, hidden[s:e])
-            if want_b:
-                grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+            _linear_backward(dlogits, hidden, weight, s, e, grad_h, grad_w, grad_b)
 
         def stats(s: int, e: int, logits_c: torch.Tensor) -> None:
             lse[s:e], logp[s:e], entropy[s:e] = kernels.row_stats(logits_c, ids[s:e], temperature, True, **transform)
@@ -730,13 +736,8 @@ class _FusedLinearLogprobs(torch.autograd.Function):
                 logits_c, ids[s:e], lse[s:e], grad_logp[s:e], temperature, out=logits_c, **transform,
                 grad_entropy=None if grad_entropy is None else grad_entropy[s:e],
                 entropy=entropy[s:e] if with_entropy else None,
-            ).to(hidden.dtype)  # fmt: skip
-            if want_h:
-                torch.mm(dlogits, weight, out=grad_h[s:e])
-            if want_w:
-                _accumulate_dweight(grad_w, dlogits, hidden[s:e])
-            if want_b:
-                grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+            )  # fmt: skip
+            _linear_backward(dlogits, hidden, weight, s, e, grad_h, grad_w, grad_b)
             del logits_c, dlogits
         to = lambda g, like: None if g is None else g.to(like.dtype)  # noqa: E731
         return grad_h, to(grad_w, weight), to(grad_b, bias), *none
