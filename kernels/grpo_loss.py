@@ -85,6 +85,21 @@ def _scores_and_slope(x, logit_scale, softcap, inv_temperature, HAS_SOFTCAP: tl.
 
 
 @triton.jit
+def _online_softmax(m, s, w, z):
+    """One block z [BLOCK_V] (-inf where not a logit) of the single pass over a row: running max m, s = sum exp(z -
+    m) and w = sum exp(z - m) * (z - m). The entropy is log s - w / s: shifted by the max, w does not cancel against
+    lse (unshifted, lse - E[z] loses |z| * eps of float32). Returns the new (m, s, w)."""
+    m_new = tl.maximum(m, tl.max(z, axis=0))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row starting with -inf logits stays NaN-free
+    shift = tl.where(m == float("-inf"), 0.0, m - m_ref)  # s = w = 0 until the first finite logit
+    scale = tl.exp(m - m_ref)
+    e = tl.exp(z - m_ref)
+    w = (w + s * shift) * scale + tl.sum(e * tl.where(e > 0.0, z - m_ref, 0.0), axis=0)
+    s = s * scale + tl.sum(e, axis=0)
+    return m_new, s, w
+
+
+@triton.jit
 def _logit_grad(x, read, v, index, lse, g, g_entropy, entropy, logit_scale, softcap, inv_temperature,
                 HAS_SOFTCAP: tl.constexpr, HAS_ENTROPY_GRAD: tl.constexpr):  # fmt: skip
     """d(loss)/d(x) on a block of a row: g * d(logp)/dx + g_entropy * d(H)/dx, with d(logp)/dz_v = onehot - p_v and
@@ -121,26 +136,19 @@ def _row_stats_kernel(
     cols = tl.arange(0, BLOCK_V)
     m = tl.full((), float("-inf"), tl.float32)  # running max of z
     s = tl.zeros((), tl.float32)  # sum exp(z - m)
-    w = tl.zeros((), tl.float32)  # sum exp(z - m) * z  (entropy = lse - w / s)
+    w = tl.zeros((), tl.float32)  # sum exp(z - m) * (z - m)  (entropy = log s - w / s)
     for start in range(0, V, BLOCK_V):
         valid = start + cols < V
         x = tl.load(base + start + cols, mask=valid, other=0.0).to(tl.float32)
         z = tl.where(valid, _scores(x, logit_scale, softcap, inv_temperature, HAS_SOFTCAP), float("-inf"))
-        m_new = tl.maximum(m, tl.max(z, axis=0))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row starting with -inf logits stays NaN-free
-        scale = tl.exp(m - m_ref)
-        e = tl.exp(z - m_ref)
-        s = s * scale + tl.sum(e, axis=0)
-        if WITH_ENTROPY:
-            w = w * scale + tl.sum(e * tl.where(valid, z, 0.0), axis=0)
-        m = m_new
+        m, s, w = _online_softmax(m, s, w, z)
     lse = m + tl.log(s)
     index = tl.load(index_ptr + row)
     z_index = _scores(tl.load(base + index).to(tl.float32), logit_scale, softcap, inv_temperature, HAS_SOFTCAP)
     tl.store(lse_ptr + row, lse)
     tl.store(logp_ptr + row, z_index - lse)
     if WITH_ENTROPY:
-        tl.store(entropy_ptr + row, lse - w / s)
+        tl.store(entropy_ptr + row, tl.log(s) - w / s)
 
 
 @triton.jit
@@ -365,17 +373,11 @@ def _row_loss_grad_kernel(
         valid = start + cols < V
         x = tl.load(base + start + cols, mask=valid, other=0.0).to(tl.float32)
         z = tl.where(valid, _scores(x, logit_scale, softcap, inv_temperature, HAS_SOFTCAP), float("-inf"))
-        m_new = tl.maximum(m, tl.max(z, axis=0))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        scale = tl.exp(m - m_ref)
-        e = tl.exp(z - m_ref)
-        s = s * scale + tl.sum(e, axis=0)
-        w = w * scale + tl.sum(e * tl.where(valid, z, 0.0), axis=0)
-        m = m_new
+        m, s, w = _online_softmax(m, s, w, z)
     lse = m + tl.log(s)
     index = tl.load(index_ptr + row)
     logp = _scores(tl.load(base + index).to(tl.float32), logit_scale, softcap, inv_temperature, HAS_SOFTCAP) - lse
-    entropy = lse - w / s
+    entropy = tl.log(s) - w / s
     tl.store(lse_ptr + row, lse)
     tl.store(logp_ptr + row, logp)
     tl.store(entropy_ptr + row, entropy)
