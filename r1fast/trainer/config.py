@@ -152,8 +152,11 @@ class GRPOConfig(RunConfig):
     > 0 (train PEFT LoRA adapters of rank lora_r, lora_alpha, lora_dropout on lora_target_modules, None = PEFT's
     default for the model type; TRL's ModelConfig names and defaults: r1fast.trainer.lora). A PeftModel passed as
     the model trains its own adapters.
-    Run: max_steps, seed, output_dir, logging_steps; checkpoints every save_steps steps and every
-    save_every_minutes minutes (0 turns either off) and at the end, keeping the newest save_total_limit (None: all).
+    Run: max_steps (-1, TRL's default: num_train_epochs passes over the dataset; a step is one generation batch, so
+    with num_iterations > 1 it is num_iterations of TRL's optimizer steps), seed, output_dir, logging_steps (reports
+    the mean of the last logging_steps steps; metrics.jsonl has every step); checkpoints every save_steps steps and
+    every save_every_minutes minutes (0 turns either off) and at the end, keeping the newest save_total_limit (None:
+    all).
     Evaluation (with the trainer's eval_dataset): every eval_steps steps (None: after the last only),
     num_generations_eval completions per row (TRL's name; None: 1 when greedy, else num_generations) at
     eval_temperature (0 = greedy), logged as "eval/<metric>". Reporting: report_to ("none", "all", "tensorboard",
