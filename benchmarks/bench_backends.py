@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loss import measure_floors, print_row, timed  # noqa: E402
+from bench_loss import measure_floors, timed, write_table  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 SHAPE = (8192, 896, 151_936)  # N tokens, H, V: Qwen2.5-0.5B's head
@@ -169,13 +168,6 @@ def run(n: int, h: int, v: int, device: torch.device, dtype: torch.dtype, backen
             yield row
 
 
-def print_header(row: dict) -> None:
-    header = f"{'method':48} {'N':>6} {'H':>5} {'ms':>9} {'floor ms':>9} {'x floor':>8} {'peak GiB':>9}  floor"
-    print(f"device: {row['device']}, V = {row['V']}, dtype = {row['dtype']}, loss: PPO clip 0.2/0.28, token-mean")
-    print(header)
-    print("-" * len(header))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on any device; times are meaningless")
@@ -191,15 +183,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             sys.exit("bench_backends.py needs a CUDA GPU (use --smoke to check the script on CPU)")
         measured = run(*SHAPE, torch.device("cuda"), torch.bfloat16, "auto", args.reps)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for row in measured:
-        if not rows:
-            print_header(row)
-        print_row(row)
-        rows.append(row)
-        args.json.write_text(json.dumps(rows, indent=1))
-    print(f"wrote {args.json}")
+    write_table(measured, args.json, "loss: PPO clip 0.2/0.28, token-mean")
 
 
 if __name__ == "__main__":

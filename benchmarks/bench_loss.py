@@ -197,11 +197,25 @@ def run(shapes, vocab: int, device: torch.device, dtype: torch.dtype, backend: s
             yield row
 
 
-def print_header(row: dict) -> None:
+def print_header(row: dict, loss: str) -> None:
     header = f"{'method':48} {'N':>6} {'H':>5} {'ms':>9} {'floor ms':>9} {'x floor':>8} {'peak GiB':>9}  floor"
-    print(f"device: {row['device']}, V = {row['V']}, dtype = {row['dtype']}, config = {CONFIG}")
+    print(f"device: {row['device']}, V = {row['V']}, dtype = {row['dtype']}, {loss}")
     print(header)
     print("-" * len(header))
+
+
+def write_table(measured: Iterator[dict], path: Path, loss: str) -> None:
+    """Prints the rows as they come (under a header naming the device, V, dtype and `loss`) and rewrites `path`
+    with every row so far after each, so an interrupted run keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row in measured:
+        if not rows:
+            print_header(row, loss)
+        print_row(row)
+        rows.append(row)
+        path.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {path}")
 
 
 def print_row(r: dict) -> None:
@@ -235,15 +249,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             sys.exit("bench_loss.py needs a CUDA GPU (use --smoke to check the script on CPU)")
         measured = run(args.shapes, VOCAB, torch.device("cuda"), torch.bfloat16, "auto", args.reps)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for row in measured:
-        if not rows:
-            print_header(row)
-        print_row(row)
-        rows.append(row)
-        args.json.write_text(json.dumps(rows, indent=1))
-    print(f"wrote {args.json}")
+    write_table(measured, args.json, f"config = {CONFIG}")
 
 
 if __name__ == "__main__":
