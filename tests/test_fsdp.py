@@ -7,35 +7,23 @@ final export load in transformers."""
 from __future__ import annotations
 
 import datetime
-import os
-import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_distributed import ROWS, leave_without_teardown
+from test_distributed import make as make_data_parallel
 
-from r1fast.demo import CharTokenizer, make_policy, problems
+from r1fast.demo import CharTokenizer, make_policy
 from r1fast.trainer import GRPOConfig, GRPOTrainer, InputError, Rollout
 from r1fast.trainer.checkpoint import consolidate_checkpoint, verify_checkpoint
 
-ROWS = problems()[:16]
-
-
-def short(prompts, completions, completion_ids, **_):
-    return [1.0 if len(ids) <= 6 else 0.0 for ids in completion_ids]
-
-
-def half_length(prompts, completions, completion_ids, **_):
-    return [len(ids) / 12 for ids in completion_ids]
-
 
 def make(prompts_per_step: int, **config) -> GRPOTrainer:
-    tokenizer = CharTokenizer()
-    defaults = dict(num_generations=4, micro_batch_size=4, max_completion_length=12, sampler_block_size=4,
-                    learning_rate=1e-2, fsdp_param_dtype="float32", beta=0.04, max_steps=2)  # fmt: skip
-    config = GRPOConfig(prompts_per_step=prompts_per_step, **{**defaults, **config})
-    return GRPOTrainer(make_policy(tokenizer, seed=0), tokenizer, [short, half_length], ROWS, config,
-                       log_stream=None)  # fmt: skip
+    """test_distributed's trainer, with float32 gathers (FSDP against one process to float rounding), a KL reference
+    and two steps."""
+    defaults = dict(fsdp_param_dtype="float32", beta=0.04, max_steps=2)
+    return make_data_parallel(prompts_per_step, **{**defaults, **config})
 
 
 def rank_slice(rollout: Rollout, rank: int, world: int) -> Rollout:
@@ -99,11 +87,7 @@ def _worker(rank: int, world: int, init_file: str, work_dir: str, task: str, see
         torch.save(out, f"{work_dir}/{task}{rank}.pt")
     finally:
         dist.destroy_process_group()
-    # Known problem (see the README's sampler notes): a rank that ran the multi-step decode under a gloo group
-    # sometimes aborts in interpreter teardown ("terminate called without an active exception"), after its work is
-    # done and saved; the ranks leave without that teardown so the test reads the results, not the exit.
-    sys.stdout.flush(), sys.stderr.flush()
-    os._exit(0)
+    leave_without_teardown()
 
 
 def spawn(tmp_path, task: str, world: int, seed: int) -> list[dict]:
