@@ -192,7 +192,9 @@ def short(prompts, completions, completion_ids, **_):
 
 def test_resumed_run_is_the_uninterrupted_run(tmp_path, seed):
     # The adaptive entropy bonus's controller is part of the state: its coefficient grows at every optimizer step.
-    config = dict(max_steps=4, save_steps=2, num_iterations=2, lr_scheduler_type="linear", warmup_steps=1,
+    # Steps are optimizer steps (TRL's): with num_iterations 2 a generation batch spans two steps, and save_steps 3
+    # puts checkpoint-3 between the two steps of the second batch, so the resumed run needs the batch it saved.
+    config = dict(max_steps=8, save_steps=3, num_iterations=2, lr_scheduler_type="linear", warmup_steps=1,
                   rewards=[short], use_adaptive_entropy=True, entropy_coef=0.01, entropy_target=100.0)  # fmt: skip
     straight = trainer(seed, output_dir=str(tmp_path / "straight"), **config)
     straight.train()
@@ -202,21 +204,26 @@ def test_resumed_run_is_the_uninterrupted_run(tmp_path, seed):
 
     interrupted = trainer(seed, output_dir=str(tmp_path / "resumed"), **config)
     step = interrupted.train_step
-    interrupted.train_step = lambda: step() if interrupted.step < 4 else (_ for _ in ()).throw(Killed())
-    with pytest.raises(Killed):  # killed during its third step, after checkpoint-2
+    interrupted.train_step = lambda: step() if interrupted.step < 5 else (_ for _ in ()).throw(Killed())
+    with pytest.raises(Killed):  # killed during its sixth step, after checkpoint-3
         interrupted.train()
-    assert latest_checkpoint(tmp_path / "resumed").name == "checkpoint-2"
+    assert latest_checkpoint(tmp_path / "resumed").name == "checkpoint-3"
     resumed = trainer(seed, output_dir=str(tmp_path / "resumed"), **config)
+    generated = []
+    resumed.prepare_batch = lambda prepare=resumed.prepare_batch: generated.append(resumed.step) or prepare()
     resumed.train(resume_from="latest")
+    assert generated == [4, 6]  # step 4 used the saved batch of steps 3-4; it was not generated again
     assert resumed.step == straight.step == 8
     initial = make_policy(CharTokenizer(), seed=0)
     for a, b, c in zip(straight.model.parameters(), resumed.model.parameters(), initial.parameters(), strict=True):
         assert torch.equal(a, b) and not torch.equal(a, c)
     want = read_metrics(tmp_path / "straight")
     got = read_metrics(tmp_path / "resumed")
-    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    assert [m["step"] for m in got] == list(range(1, 9))
+    # The rollout's metrics are on the step that generated it (TRL logs them once per generation).
+    assert [("reward" in m) for m in got] == [True, False] * 4
     for key in ("reward", "completions/mean_length", "loss", "learning_rate", "grad_norm", "entropy_coef"):
-        assert [m[key] for m in got] == [m[key] for m in want], key
+        assert [m.get(key) for m in got] == [m.get(key) for m in want], key
     # The optimizer state round-trips exactly through the checkpoint.
     fresh = trainer(seed, **config)
     load_checkpoint(latest_checkpoint(tmp_path / "straight"), fresh.model, fresh.optimizer)
@@ -280,6 +287,31 @@ def test_every_row_is_seen_once_per_epoch_and_the_order_follows_the_seed():
     assert [r["prompt"] for b in range(2, 4) for r in tr.rows_for_batch(b)] != epoch  # a fresh shuffle
     other = trainer(1, rows=ROWS[:10], prompts_per_step=5, micro_batch_size=20)
     assert [r["prompt"] for r in other.rows_for_batch(0)] != epoch[:5]
+
+
+def test_steps_are_optimizer_steps_and_an_epoch_run_counts_num_iterations_per_batch(seed):
+    # TRL's max_steps -1: num_train_epochs over the dataset, each generation batch used num_iterations times.
+    tr = trainer(seed, rows=ROWS[:10], prompts_per_step=5, micro_batch_size=20, max_steps=-1, num_train_epochs=1.5,
+                 num_iterations=2, max_completion_length=4)  # fmt: skip
+    assert tr.total_steps == 3 * 2  # ceil(1.5 * 10 / 5) generation batches
+    generated = []
+    tr.prepare_batch = lambda prepare=tr.prepare_batch: generated.append(tr.step) or prepare()
+    history = tr.train()
+    assert [m["step"] for m in history] == [1, 2, 3, 4, 5, 6] and tr.step == 6
+    assert generated == [0, 2, 4] and tr.pending is None
+    assert trainer(seed, rows=ROWS[:10], max_steps=7, num_iterations=2).total_steps == 7
+
+
+def test_a_checkpoint_inside_a_batch_without_this_ranks_rollout_generates_it_again(seed):
+    tr = trainer(seed, num_iterations=2)
+    tr.step = 1
+    said = []
+    tr._say = said.append
+    tr.restore_rank_state(None, same_world=False)
+    assert tr.pending is None and "generated again" in said[0]
+    tr.step = 2  # a batch boundary: nothing to restore, nothing said
+    tr.restore_rank_state(None, same_world=False)
+    assert len(said) == 1
 
 
 def test_mask_truncated_completions_drops_completions_that_hit_the_length_limit(seed):

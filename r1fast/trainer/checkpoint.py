@@ -11,7 +11,8 @@ A LoRA run (a PEFT model) saves its adapters alone, in PEFT's files (``adapter_m
 ``adapter_config.json``: ``PeftModel.from_pretrained(base, checkpoint)`` loads them). A sharded run (FSDP) writes
 ``sharded/``, one safetensors file per rank holding its shards of the parameters and of the optimizer state (keys
 ``optimizer.<param>.<key>``), through torch.distributed.checkpoint, in place of the two files; consolidate_checkpoint
-turns it into a from_pretrained folder.
+turns it into a from_pretrained folder. What differs between ranks (a GRPO generation batch that later optimizer
+steps still use) is in ``ranks/rank<r>.safetensors``.
 
 A write goes to ``<name>.tmp``: every file is flushed to disk (fsync), the manifest is written last, then the
 folder is renamed into place (an existing one is first renamed to ``<name>.old``, then removed). So a folder named
@@ -46,6 +47,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"  # PEFT's name: PeftModel.from_pretrained reads it
 SHARDED_DIR = "sharded"  # a sharded model's checkpoint: one safetensors file per rank (torch.distributed.checkpoint)
+RANKS_DIR = "ranks"  # each rank's own state (write_checkpoint's rank_tensors): ranks/rank<r>.safetensors
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "r1fast-checkpoint-1"
@@ -211,6 +213,14 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
     Returns the path."""
     path = Path(path)
     tmp = _start_write(path)
+    _write_model_files(path, tmp, model, optimizer, model_tensors)
+    return _finish_write(path, tmp, model, trainer_state, step=step, config_hash=config_hash, tokenizer=tokenizer)
+
+
+def _write_model_files(path: Path, tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                       model_tensors: dict[str, torch.Tensor] | None) -> None:  # fmt: skip
+    """model.safetensors (a PEFT model: adapter_model.safetensors) and, when optimizer is given,
+    optimizer.safetensors into tmp (see save_checkpoint)."""
     if lora.is_peft_model(model):
         save_file(lora.adapter_tensors(model), str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
     else:
@@ -221,7 +231,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
         tensors, metadata = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=metadata)
         _stage("optimizer", path)
-    return _finish_write(path, tmp, model, trainer_state, step=step, config_hash=config_hash, tokenizer=tokenizer)
 
 
 def _sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
@@ -243,52 +252,53 @@ def _flat_sharded(model_state: dict, optimizer_state: dict | None) -> dict[str, 
     return out
 
 
-def save_sharded_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                            trainer_state: dict[str, Any], *, step: int, config_hash: str,
-                            tokenizer: Any = None) -> Path:  # fmt: skip
-    """save_checkpoint for a model sharded with FSDP (r1fast.trainer.fsdp); every rank calls it. Each rank writes
-    its shards of the parameters and of the optimizer state into ``sharded/`` (torch.distributed.checkpoint's
-    safetensors writer: one file per rank, no pickle); rank 0 then writes the other files and the manifest and
-    renames the folder into place. Resume on the same number of ranks (load_checkpoint); one model.safetensors
-    from it: consolidate_checkpoint. Returns the path."""
-    import torch.distributed.checkpoint as dcp
+def write_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                     trainer_state: dict[str, Any], *, step: int, config_hash: str, tokenizer: Any = None,
+                     rank_tensors: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """A checkpoint (optimizer given) or an export (None) written by the ranks of a run; every rank calls it and
+    returns when it is in place. Unsharded: rank 0 writes the files of save_checkpoint. Sharded
+    (r1fast.trainer.fsdp): a checkpoint's parameters and optimizer state go to ``sharded/``, each rank writing its
+    shards (torch.distributed.checkpoint's safetensors writer: one file per rank, no pickle; resume on the same
+    number of ranks, consolidate_checkpoint for one model.safetensors); an export gathers the whole parameters onto
+    rank 0's CPU and rank 0 writes one model.safetensors. rank_tensors: what this rank alone holds (a trainer's
+    state that differs between ranks), written to ``ranks/rank<r>.safetensors`` by each rank that passes it and read
+    back by load_rank_tensors. Returns the path."""
+    from r1fast.trainer import fsdp
 
     path = Path(path)
     rank = distributed.rank_and_world()[0]
+    sharded = fsdp.is_sharded(model)
+    whole = None
+    if sharded and optimizer is None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     tmp = distributed.on_rank0(lambda: _start_write(path))
-    model_state, optimizer_state = _sharded_state(model, optimizer)
-    dcp.save(_flat_sharded(model_state, optimizer_state),
-             storage_writer=dcp.HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True))  # fmt: skip
+    if rank_tensors is not None:
+        (tmp / RANKS_DIR).mkdir(exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in rank_tensors.items()},
+                  str(tmp / RANKS_DIR / f"rank{rank}.safetensors"), metadata={"format": "pt"})  # fmt: skip
+    if sharded and optimizer is not None:
+        import torch.distributed.checkpoint as dcp
+
+        model_state, optimizer_state = _sharded_state(model, optimizer)
+        writer = dcp.HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True)
+        dcp.save(_flat_sharded(model_state, optimizer_state), storage_writer=writer)
     distributed.barrier()
     if rank == 0:
-        _stage("optimizer", path)
+        if sharded and optimizer is not None:
+            _stage("optimizer", path)
+        else:
+            _write_model_files(path, tmp, model, optimizer, whole)
         _finish_write(path, tmp, model, trainer_state, step=step, config_hash=config_hash, tokenizer=tokenizer)
     distributed.barrier()
     return path
 
 
-def write_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     trainer_state: dict[str, Any], *, step: int, config_hash: str, tokenizer: Any = None) -> Path:
-    """A checkpoint (optimizer given) or an export (None) written by the ranks of a run; every rank calls it and
-    returns when it is in place. Unsharded: rank 0 writes (save_checkpoint). Sharded (r1fast.trainer.fsdp): a
-    checkpoint is save_sharded_checkpoint; an export gathers the whole parameters onto rank 0's CPU and rank 0
-    writes one model.safetensors. Returns the path."""
-    from r1fast.trainer import fsdp
-
-    rank = distributed.rank_and_world()[0]
-    if fsdp.is_sharded(model) and optimizer is not None:
-        return save_sharded_checkpoint(path, model, optimizer, trainer_state, step=step, config_hash=config_hash,
-                                       tokenizer=tokenizer)  # fmt: skip
-    whole = None
-    if fsdp.is_sharded(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if rank == 0:
-        save_checkpoint(path, model, optimizer, trainer_state, step=step, config_hash=config_hash,
-                        tokenizer=tokenizer, model_tensors=whole)  # fmt: skip
-    distributed.barrier()
-    return Path(path)
+def load_rank_tensors(path: str | os.PathLike, rank: int) -> dict[str, torch.Tensor] | None:
+    """The tensors rank `rank` passed to write_checkpoint as rank_tensors, or None when it passed none."""
+    file = Path(path) / RANKS_DIR / f"rank{rank}.safetensors"
+    return load_file(str(file)) if file.is_file() else None
 
 
 def _init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
@@ -330,10 +340,10 @@ def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def consolidate_checkpoint(path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A sharded checkpoint (save_sharded_checkpoint) as one folder AutoModelForCausalLM.from_pretrained loads: its
-    model's whole tensors in one model.safetensors with its config, tokenizer and manifest (no optimizer), written
-    atomically to out. One process, no process group. Raises CheckpointError when path does not verify or is not
-    sharded."""
+    """A sharded checkpoint (write_checkpoint of a sharded model) as one folder that
+    AutoModelForCausalLM.from_pretrained loads: its model's whole tensors in one model.safetensors with its config,
+    tokenizer and manifest (no optimizer), written atomically to out. One process, no process group. Raises
+    CheckpointError when path does not verify or is not sharded."""
     import torch.distributed.checkpoint as dcp
 
     path, out = Path(path), Path(out)

@@ -116,14 +116,16 @@ class RunConfig:
 
 @dataclass
 class GRPOConfig(RunConfig):
-    """A GRPO run. Names follow TRL's GRPOConfig; one optimizer step per generation batch (and per iteration).
+    """A GRPO run. Names follow TRL's GRPOConfig; a step is one optimizer step, as TRL counts them (num_iterations
+    steps on each generation batch).
 
-    A step: ``prompts_per_step`` prompts are drawn (a fresh shuffle of the dataset every epoch, from ``seed``),
-    each is put in ``prompt_template`` (``{prompt}`` is replaced; "r1": the R1-Zero template) and tokenized, the
-    sampler generates ``num_generations`` completions of each, the rewards score them, group-relative advantages
-    follow, and the loss over all ``prompts_per_step * num_generations`` completions is back-propagated
-    ``micro_batch_size`` completions at a time before one optimizer step, repeated ``num_iterations`` times (GRPO's
-    mu; the old log-probs are the policy's before the first update, as in TRL).
+    A generation batch: ``prompts_per_step`` prompts are drawn (a fresh shuffle of the dataset every epoch, from
+    ``seed``), each is put in ``prompt_template`` (``{prompt}`` is replaced; "r1": the R1-Zero template) and
+    tokenized, the sampler generates ``num_generations`` completions of each, the rewards score them, group-relative
+    advantages follow; then each of its ``num_iterations`` optimizer steps (GRPO's mu; the old log-probs are the
+    policy's before the first update, as in TRL) back-propagates the loss over all ``prompts_per_step *
+    num_generations`` completions, ``micro_batch_size`` completions at a time. A checkpoint between two steps of one
+    batch saves the batch, so a resumed run continues bit-identically.
 
     Generation: temperature, top_p, top_k, min_p, repetition_penalty, max_prompt_length (prompts are truncated
     from the left, as TRL does), max_completion_length. Loss: loss_type, beta (k3 KL to the initial policy; > 0
@@ -136,8 +138,8 @@ class GRPOConfig(RunConfig):
     vllm_importance_sampling_correction/_mode/_clip_min/_clip_max (TRL's train/inference mismatch correction: r1fast's
     sampler plays vLLM's part, its log-probs against the policy's old ones; TRL's default, on, costs one no-grad
     forward per step when num_iterations is 1).
-    Every field named as one of TRL 1.16's GRPOConfig has TRL's default (tests/test_defaults.py; three run-length
-    and cadence fields aside). Advantages: scale_rewards, multi_objective_aggregation, reward_weights (one per
+    Every field named as one of TRL 1.16's GRPOConfig has TRL's default and meaning (tests/test_defaults.py).
+    Advantages: scale_rewards, multi_objective_aggregation, reward_weights (one per
     reward function). Optimizer: AdamW with learning_rate, weight_decay, adam_beta1/2, adam_epsilon, max_grad_norm
     (0 = no clipping), lr_scheduler_type with warmup_steps; gradient_checkpointing (Hugging Face's, non-reentrant:
     activations of the training forward recomputed in the backward). Kernels: loss_backend ("auto": Triton on CUDA),
@@ -152,11 +154,11 @@ class GRPOConfig(RunConfig):
     > 0 (train PEFT LoRA adapters of rank lora_r, lora_alpha, lora_dropout on lora_target_modules, None = PEFT's
     default for the model type; TRL's ModelConfig names and defaults: r1fast.trainer.lora). A PeftModel passed as
     the model trains its own adapters.
-    Run: max_steps (-1, TRL's default: num_train_epochs passes over the dataset; a step is one generation batch, so
-    with num_iterations > 1 it is num_iterations of TRL's optimizer steps), seed, output_dir, logging_steps (reports
-    the mean of the last logging_steps steps; metrics.jsonl has every step); checkpoints every save_steps steps and
-    every save_every_minutes minutes (0 turns either off) and at the end, keeping the newest save_total_limit (None:
-    all).
+    Run: max_steps (optimizer steps; -1, TRL's default: num_train_epochs passes over the dataset, num_iterations
+    steps per generation batch), seed, output_dir, logging_steps (reports the mean of the last logging_steps steps;
+    metrics.jsonl has every step, the rollout's metrics on the step that generated it); checkpoints every save_steps
+    steps and every save_every_minutes minutes (0 turns either off) and at the end, keeping the newest
+    save_total_limit (None: all).
     Evaluation (with the trainer's eval_dataset): every eval_steps steps (None: after the last only),
     num_generations_eval completions per row (TRL's name; None: 1 when greedy, else num_generations) at
     eval_temperature (0 = greedy), logged as "eval/<metric>". Reporting: report_to ("none", "all", "tensorboard",
@@ -446,7 +448,7 @@ FIELD_HELP = {
     "lora_alpha": "LoRA's alpha",
     "lora_dropout": "LoRA's dropout",
     "lora_target_modules": "modules LoRA adapts (null = PEFT's default for the model)",
-    "max_steps": "steps of the run (-1: num_train_epochs passes over the dataset, TRL's default)",
+    "max_steps": "optimizer steps of the run (-1: num_train_epochs passes over the dataset, TRL's default)",
     "num_train_epochs": "passes over the dataset when max_steps is -1",
     "seed": "seed of the data order and the sampling",
     "output_dir": "where metrics.jsonl, checkpoints, final/ and plots go",

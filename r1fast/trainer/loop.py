@@ -80,9 +80,18 @@ class TrainingLoop:
     def restore_extra_state(self, state: dict[str, Any]) -> None:
         """Reads back what extra_state wrote, from a checkpoint's trainer state."""
 
+    def rank_state(self) -> dict[str, torch.Tensor] | None:
+        """What this rank alone holds that the next steps need (tensors), saved by every rank with a checkpoint."""
+        return None
+
+    def restore_rank_state(self, tensors: dict[str, torch.Tensor] | None, same_world: bool) -> None:
+        """Reads back what rank_state wrote (None: nothing was written for this rank). same_world: the checkpoint
+        was written by as many ranks as this run has."""
+
     @property
     def steps_done(self) -> int:
-        """Steps completed: what metrics.jsonl and checkpoint names count."""
+        """Optimizer steps completed: what max_steps, logging, evaluation, metrics.jsonl and checkpoint names count
+        (TRL's global step)."""
         return self.step
 
     def rows_of_batch(self, batch: int, per_rank: int) -> list[dict[str, Any]]:
@@ -124,17 +133,19 @@ class TrainingLoop:
         self.step += 1
         return norm
 
-    rows_per_step = 1  # dataset rows one step reads on one rank (a subclass sets it from its config)
+    rows_per_step = 1  # dataset rows one batch reads on one rank (a subclass sets it from its config)
+    steps_per_batch = 1  # optimizer steps on one batch of rows (GRPO: num_iterations)
 
     @property
     def total_steps(self) -> int:
-        """The run's length in steps: config.max_steps, or with max_steps -1 (TRL's default) num_train_epochs passes
-        over train_dataset, world_size * rows_per_step rows a step (rounded up, at least 1)."""
+        """The run's length in optimizer steps: config.max_steps, or with max_steps -1 (TRL's default)
+        num_train_epochs passes over train_dataset, world_size * rows_per_step rows a batch (rounded up, at least 1),
+        steps_per_batch optimizer steps a batch."""
         cfg = self.config
         if cfg.max_steps > 0:
             return cfg.max_steps
-        per_step = self.rows_per_step * self.world_size
-        return max(1, math.ceil(cfg.num_train_epochs * len(self.train_dataset) / per_step))
+        per_batch = self.rows_per_step * self.world_size
+        return max(1, math.ceil(cfg.num_train_epochs * len(self.train_dataset) / per_batch)) * self.steps_per_batch
 
     def _evaluation_due(self, step: int) -> bool:
         """An eval_dataset is given and this step is a multiple of eval_steps, or the last."""
@@ -144,8 +155,8 @@ class TrainingLoop:
     def train(self, resume_from: str | os.PathLike | None = None, *, overwrite: bool = False,
               allow_config_change: bool = False,
               export_dir: str | os.PathLike | None = None) -> list[dict[str, float]]:  # fmt: skip
-        """Runs the steps up to total_steps (config.max_steps, or num_train_epochs over the dataset when it is -1;
-        GRPO: generation batches, each with num_iterations optimizer steps).
+        """Runs the optimizer steps up to total_steps (config.max_steps, or num_train_epochs over the dataset when
+        it is -1; GRPO: num_iterations steps on each generation batch, as TRL counts them).
 
         resume_from: None (a fresh start), "latest" (the newest checkpoint under output_dir whose manifest
         verifies; newer ones that do not verify are named in a CheckpointWarning; a fresh start when there is none)
@@ -309,7 +320,8 @@ class TrainingLoop:
         state = {"step": self.step, "config": self.config.to_dict(), "format": self.CHECKPOINT_FORMAT,
                  "world_size": self.world_size, **self.extra_state()}  # fmt: skip
         return checkpoint.write_checkpoint(path, self.model, optimizer, state, step=self.steps_done,
-                                           config_hash=self.config.fingerprint(), tokenizer=self.tokenizer)  # fmt: skip
+                                           config_hash=self.config.fingerprint(), tokenizer=self.tokenizer,
+                                           rank_tensors=None if optimizer is None else self.rank_state())  # fmt: skip
 
     def load(self, path: str | os.PathLike, *, verify: bool = True) -> None:
         """Restores the model, optimizer and step from a checkpoint written by save() (the dataset order and the
@@ -321,3 +333,5 @@ class TrainingLoop:
                                              f"{state.get('format')!r}, expected {self.CHECKPOINT_FORMAT!r})")
         self.step = int(state["step"])
         self.restore_extra_state(state)
+        self.restore_rank_state(checkpoint.load_rank_tensors(path, self.rank),
+                                state.get("world_size", self.world_size) == self.world_size)

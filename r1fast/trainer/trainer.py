@@ -42,6 +42,39 @@ class Rollout:
     sampling_logps: list[list[float]] | None = None  # the sampler's log-prob of each completion token
 
 
+@dataclass
+class GenerationBatch:
+    """What the num_iterations optimizer steps of one generation batch share: its micro-batches (see
+    GRPOTrainer.micro_batches), and per micro-batch the old log-probs [b, T], the reference's [b, T] and the sampler
+    correction's ratios (each list None when not used)."""
+
+    batches: list[dict[str, torch.Tensor]]
+    old: list[torch.Tensor] | None
+    ref: list[torch.Tensor] | None
+    ratios: list[torch.Tensor] | None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor under a flat name ("<k>.<key>" of micro-batch k; "old.<k>", "ref.<k>", "ratios.<k>")."""
+        out = {f"{k}.{key}": value for k, batch in enumerate(self.batches) for key, value in batch.items()}
+        for name in ("old", "ref", "ratios"):
+            out.update({f"{name}.{k}": value for k, value in enumerate(getattr(self, name) or [])})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], device: torch.device) -> GenerationBatch:
+        """The inverse of tensors(), on `device`."""
+        lists: dict[str, dict[int, torch.Tensor]] = {"old": {}, "ref": {}, "ratios": {}}
+        batches: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            head, key = name.split(".", 1)
+            if head in lists:
+                lists[head][int(key)] = value.to(device)
+            else:
+                batches.setdefault(int(head), {})[key] = value.to(device)
+        ordered = lambda d: [d[k] for k in sorted(d)] or None  # noqa: E731
+        return cls(ordered(batches) or [], ordered(lists["old"]), ordered(lists["ref"]), ordered(lists["ratios"]))
+
+
 class GRPOTrainer(TrainingLoop):
     """Trains a Hugging Face causal LM (llama, mistral, qwen2, qwen3) with GRPO on its own weights, in place.
 
@@ -76,6 +109,10 @@ class GRPOTrainer(TrainingLoop):
     @property
     def rows_per_step(self) -> int:
         return self.config.prompts_per_step
+
+    @property
+    def steps_per_batch(self) -> int:
+        return self.config.num_iterations
 
     def __init__(
         self,
@@ -156,7 +193,9 @@ class GRPOTrainer(TrainingLoop):
                                     report_to=config.report_to if self.rank == 0 else "none",
                                     progress_bar=config.progress_bar(self.log_stream),
                                     run_config=config.to_dict())  # fmt: skip
-        self.step = 0  # optimizer steps taken = config.num_iterations * steps_done
+        self.step = 0  # optimizer steps taken (TRL's global step); generation batch step // num_iterations
+        # The generation batch that the next optimizer steps of this batch still use (num_iterations > 1).
+        self.pending: GenerationBatch | None = None
         # The entropy bonus's coefficient (use_adaptive_entropy: the controller's state, with the entropy it measured
         # over the last optimizer step; inf before the first, as in TRL).
         self.entropy_coef, self.last_world_entropy = config.entropy_coef, math.inf
@@ -354,8 +393,10 @@ class GRPOTrainer(TrainingLoop):
 
     # -- the step ---------------------------------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        """One generation batch and its num_iterations optimizer steps. Returns the step's metrics."""
+    def prepare_batch(self) -> tuple[GenerationBatch, dict[str, float]]:
+        """Generation batch step // num_iterations: its rollout as micro-batches, with the old, reference and
+        sampler-correction inputs its num_iterations optimizer steps share. Returns it and the rollout's metrics
+        (rewards, lengths, sampling/, time/generate: the rollout's seconds)."""
         cfg = self.config
         batch_index = self.step // cfg.num_iterations
         start = time.perf_counter()
@@ -368,27 +409,56 @@ class GRPOTrainer(TrainingLoop):
         # is on-policy: ratio 1, old = the loss's own log-probs).
         correct = cfg.vllm_importance_sampling_correction
         old = [self._logps(self.model, b) for b in batches] if cfg.num_iterations > 1 or correct else None
-        ratios, sampling_metrics = self.importance_sampling_ratios(batches, old) if correct else (None, {})
+        ratios, metrics = self.importance_sampling_ratios(batches, old) if correct else (None, {})
         ref = None
         if cfg.beta > 0:  # the reference: the frozen copy, or with LoRA the model with its adapters disabled
             with lora.adapters_disabled(self.model):
                 ref = [self._logps(self.model if self.ref_model is None else self.ref_model, b) for b in batches]
+        metrics.update(self._rollout_metrics(rollout))
+        metrics["time/generate"] = generated - start
+        return GenerationBatch(batches, old, ref, ratios), metrics
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (TRL's step): the first of a generation batch's num_iterations steps generates it
+        (prepare_batch), the others reuse it. Returns the step's metrics (the rollout's on a generating step only,
+        as TRL logs them)."""
+        start = time.perf_counter()
         metrics: dict[str, float] = {}
+        if self.pending is None:
+            self.pending, metrics = self.prepare_batch()
+        batch = self.pending
         self.model.train()  # as TRL: dropout (if the config has any) and gradient checkpointing (if enabled) apply
-        for _ in range(cfg.num_iterations):
-            lr = self.set_learning_rate(self.total_steps * cfg.num_iterations)
-            self.optimizer.zero_grad(set_to_none=True)
-            metrics = self.loss_and_backward(batches, old, ref, ratios)
-            metrics["grad_norm"] = self.optimizer_step()
-            metrics["learning_rate"] = lr
+        lr = self.set_learning_rate(self.total_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics.update(self.loss_and_backward(batch.batches, batch.old, batch.ref, batch.ratios))
+        metrics["grad_norm"] = self.optimizer_step()
+        metrics["learning_rate"] = lr
         self.model.eval()
         self.optimizer.zero_grad(set_to_none=True)
-        end = time.perf_counter()
-        metrics.update(self._rollout_metrics(rollout))
-        metrics.update(sampling_metrics)
-        metrics.update({"time/generate": generated - start, "time/train": end - generated, "step_time": end - start})
+        if self.step % self.config.num_iterations == 0:  # the batch's last optimizer step
+            self.pending = None
+        metrics["step_time"] = time.perf_counter() - start
+        metrics["time/train"] = metrics["step_time"] - metrics.get("time/generate", 0.0)
         metrics.update(gpu_stats(self.device))
         return distributed.reduce_metrics(metrics, self.device)
+
+    def rank_state(self) -> dict[str, torch.Tensor] | None:
+        """The generation batch whose remaining optimizer steps come after this checkpoint (this rank's), if any."""
+        return None if self.pending is None else self.pending.tensors()
+
+    def restore_rank_state(self, tensors: dict[str, torch.Tensor] | None, same_world: bool) -> None:
+        """The generation batch a checkpoint written between two of its optimizer steps saved; when it saved none
+        for this rank (another world size), the batch is generated again from the current weights, with a warning:
+        the run then differs from the uninterrupted one."""
+        self.pending = None
+        if self.step % self.config.num_iterations == 0:
+            return
+        if tensors is not None and same_world:
+            self.pending = GenerationBatch.from_tensors(tensors, self.device)
+        else:
+            self._say(f"the checkpoint at step {self.step} lies inside a generation batch and holds no rollout of this "
+                      "rank (it was written by another number of ranks): the batch is generated again from the "
+                      "current weights, so the run differs from the uninterrupted one")
 
     def _rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
         return evaluation.rollout_metrics(rollout.rewards_per_func, self.reward_names, self.config.reward_weights,
@@ -407,8 +477,3 @@ class GRPOTrainer(TrainingLoop):
                                        sampler=self.sampler, names=self.reward_names).metrics  # fmt: skip
 
     # -- the loop and checkpoints -----------------------------------------------------------------------------
-
-    @property
-    def steps_done(self) -> int:
-        """Steps (generation batches) completed: what metrics.jsonl and checkpoint names count."""
-        return self.step // self.config.num_iterations
