@@ -76,12 +76,15 @@ def _worker(rank: int, world: int, init_file: str, work_dir: str, task: str, see
             out["optimizer_numel"] = sum(s["exp_avg"].to_local().numel() for s in tr.optimizer.state.values())
             if task == "step4":
                 tr.save(f"{work_dir}/saved")
-        if task == "step":  # a run of two steps with a sharded checkpoint after each
-            run = make(2, fsdp=True, save_steps=1, output_dir=f"{work_dir}/run", seed=seed)
+        # A run of three optimizer steps on two generation batches (num_iterations 2) with a sharded checkpoint after
+        # each: checkpoint-1 and checkpoint-3 lie inside a batch, so they hold each rank's rollout as well.
+        run_config = dict(fsdp=True, save_steps=1, num_iterations=2, max_steps=3, output_dir=f"{work_dir}/run")
+        if task == "step":
+            run = make(2, seed=seed, **run_config)
             run.train()
             out["run"] = whole_params(run.model)
         if task == "resume":  # fresh processes: nothing of the first run but its files
-            run = make(2, fsdp=True, save_steps=1, output_dir=f"{work_dir}/run", seed=seed)
+            run = make(2, seed=seed, **run_config)
             run.train(resume_from=f"{work_dir}/run/checkpoint-1")
             out["run"] = whole_params(run.model)
         torch.save(out, f"{work_dir}/{task}{rank}.pt")
@@ -133,18 +136,22 @@ def test_two_rank_fsdp_step_sampler_checkpoint_and_resume(tmp_path, seed):
     unsharded = make(2).generate(ROWS[:2], seed=seed).completion_ids
     assert ranks[0]["tokens"] == ranks[1]["tokens"] == unsharded
 
-    # Save -> the processes end -> fresh processes resume from checkpoint-1: bit-identical to the run.
+    # Save -> the processes end -> fresh processes resume from checkpoint-1 (inside the first generation batch, whose
+    # rollout each rank saved): bit-identical to the run.
     run = ranks[0]["run"]
     for name in run:
         assert torch.equal(ranks[1]["run"][name], run[name])
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoint-2" / "sharded").iterdir()) == [
         "shard-00001-model-00001-of-00001.safetensors", "shard-00002-model-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoint-1" / "ranks").iterdir()) == [
+        "rank0.safetensors", "rank1.safetensors"]
+    assert not (tmp_path / "run" / "checkpoint-2" / "ranks").exists()  # a batch boundary: nothing pending
     resumed = spawn(tmp_path, "resume", 2, seed)
     for name in run:
         assert torch.equal(resumed[0]["run"][name], run[name]), name
 
     # Consolidation of the sharded checkpoint, and the final export: one model.safetensors from_pretrained loads.
-    for folder in (consolidate_checkpoint(tmp_path / "run" / "checkpoint-2", tmp_path / "whole"),
+    for folder in (consolidate_checkpoint(tmp_path / "run" / "checkpoint-3", tmp_path / "whole"),
                    tmp_path / "run" / "final"):  # fmt: skip
         verify_checkpoint(folder)
         loaded = dict(AutoModelForCausalLM.from_pretrained(folder).named_parameters())
