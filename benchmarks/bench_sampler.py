@@ -20,9 +20,15 @@ End to end, per (model shape, prompt length, G = 8, new tokens, concurrent seque
     (HF, same dtype) over a subset of the finished sequences.
 Host overhead (--host-overhead, any device): the model's forward replaced by a stub returning fixed [S, V] logits
 (the tiny shape's V = 512, so that the figure is the sampler's own work: scheduling, packing, sampling ops, reading
-back, appending, stop checks), microseconds per decode step at 64 and 256 sequences (G = 8, prompt 32, 128 new
-tokens, seeded sampling at temperature 1), the one-step loop (decode_steps=1) vs K = 16 and 32 steps per host round
-trip; "bookkeeping" is the part outside the device loop (what a CUDA-graph replay leaves to the host).
+back, appending, stop checks), microseconds per decode step (generate()'s time / new tokens) at 64 and 256
+sequences (G = 8, prompt 32, 128 new tokens, seeded sampling at temperature 1), the one-step loop (decode_steps=1)
+vs K = 16 and 32 steps per host round trip, each with async scheduling off and on (on: chunk t + 1 is launched
+before chunk t is read; on a CPU nothing overlaps, so the row measures what async mode adds to the host's work).
+"Bookkeeping" is everything but the device's work: generate()'s time less the K-step device loop (what a CUDA
+graph replays: the stub forward, the sampling math, the next step's inputs) and the prefill's sampling math; it
+counts scheduling, block reservation, packing, prefill and forks, the stop checks' ops, reading back, appending,
+the decode rows' state upkeep. On CUDA with graphs, staging a chunk into the graph's buffers (~20 copy launches per
+chunk) is host work that this CPU row does not run.
 Kernel: paged_attention_decode (bf16, block 16) vs KV bytes / copy bandwidth, and flash-attn's
 flash_attn_with_kvcache on the same data when flash-attn is installed (its paged KV needs 256-token pages, so that
 row pairs it with r1fast at block 256 too).
@@ -171,7 +177,7 @@ def logprob_mismatch(model, groups, prompts, device) -> tuple[float, float]:
 
 
 def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidth, with_hf, hf_new_tokens=None,
-                checkpoint=lambda row: None) -> dict:
+                checkpoint=lambda row: None) -> dict:  # fmt: skip
     """One end-to-end row. hf_new_tokens: HF generate's tokens per sequence (default new_tokens); checkpoint(row)
     is called with r1fast's figures before the HF baseline starts."""
     model = build(shape, device, dtype)
@@ -221,39 +227,50 @@ def run_sampler(shape, prompt_len, new_tokens, num_seqs, device, dtype, bandwidt
 # -- host overhead: the sampler around a stub forward --------------------------------------------------------
 
 
-def run_host_overhead(num_seqs: int, decode_steps: int, device: torch.device, new_tokens: int = 128) -> dict:
+def run_host_overhead(num_seqs: int, decode_steps: int, device: torch.device, async_scheduling: bool = False,
+                      new_tokens: int = 128) -> dict:  # fmt: skip
     """Microseconds per decode step of generate() with the forward replaced by fixed logits of the tiny shape."""
     from r1fast.sampler import Sampler
+    from r1fast.sampler import sampler as sampler_module
 
     model = build("tiny", device, torch.float32)
     vocab = model.config.vocab_size
-    sampler = Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs, decode_steps=decode_steps)
+    sampler = Sampler(model, block_size=BLOCK_SIZE, max_num_seqs=num_seqs, decode_steps=decode_steps,
+                      async_scheduling=async_scheduling)  # fmt: skip
     runner = sampler.runner
     logits = torch.randn(num_seqs, vocab, device=device)
     runner._run = lambda batch, seq_lens: logits[: batch.query_start_loc.shape[0] - 1]
-    loop = {"seconds": 0.0}
-    device_loop = runner._decode_steps
+    on_device = {"seconds": 0.0}
 
-    def timed_loop(*args):  # CPU seconds on a CPU device (the load of a shared machine does not count)
-        clock = time.perf_counter if device.type == "cuda" else time.process_time
-        sync(device)
-        start = clock()
-        out = device_loop(*args)
-        sync(device)
-        loop["seconds"] += clock() - start
-        return out
+    def timed_on_device(fn):  # CPU seconds on a CPU device (the load of a shared machine does not count)
+        def call(*args, **kwargs):
+            clock = time.perf_counter if device.type == "cuda" else time.process_time
+            sync(device)
+            start = clock()
+            out = fn(*args, **kwargs)
+            sync(device)
+            on_device["seconds"] += clock() - start
+            return out
 
-    runner._decode_steps = timed_loop
-    prompts = torch.randint(0, vocab, (num_seqs // G, 32)).tolist()
-    params = make_params(n=G, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
-    sampler.generate(prompts, make_params(n=G, temperature=1.0, max_tokens=4, ignore_eos=True, seed=0))  # warm-up
-    loop["seconds"], cpu = 0.0, {}
-    seconds, _ = timed(lambda: sampler.generate(prompts, params), device, cpu)
-    return dict(kind="host", seqs=num_seqs, decode_steps=decode_steps, new_tokens=new_tokens, vocab=vocab,
+        return call
+
+    runner._decode_steps = timed_on_device(runner._decode_steps)  # the K-step loop
+    prefill_sample = sampler_module.sample
+    sampler_module.sample = timed_on_device(prefill_sample)  # the prefill's sampling math
+    try:
+        prompts = torch.randint(0, vocab, (num_seqs // G, 32)).tolist()
+        params = make_params(n=G, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
+        sampler.generate(prompts, make_params(n=G, temperature=1.0, max_tokens=4, ignore_eos=True, seed=0))  # warm-up
+        on_device["seconds"], cpu = 0.0, {}
+        seconds, _ = timed(lambda: sampler.generate(prompts, params), device, cpu)
+    finally:
+        sampler_module.sample = prefill_sample
+    return dict(kind="host", seqs=num_seqs, decode_steps=decode_steps, async_scheduling=async_scheduling,
+                new_tokens=new_tokens, vocab=vocab,
                 device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 threads=torch.get_num_threads(), us_per_step=seconds / new_tokens * 1e6,
                 cpu_us_per_step=cpu["seconds"] / new_tokens * 1e6,
-                bookkeeping_us_per_step=((seconds if device.type == "cuda" else cpu["seconds"]) - loop["seconds"])
+                bookkeeping_us_per_step=((seconds if device.type == "cuda" else cpu["seconds"]) - on_device["seconds"])
                 / new_tokens * 1e6)  # fmt: skip
 
 
@@ -350,13 +367,15 @@ def print_tables(rows: list[dict], bandwidth: float, device: str) -> None:
         print()
     host = [r for r in rows if r["kind"] == "host"]
     if host:
-        print("| seqs | decode steps per round trip | threads | CPU us/step (median) | bookkeeping CPU us/step "
-              "| wall us/step | repeats, CPU us/step |")  # fmt: skip
-        print("| --- " * 7 + "|")
+        print("| seqs | decode steps per round trip | async | threads | CPU us/step (median) "
+              "| bookkeeping CPU us/step | wall us/step | repeats, CPU us/step | repeats, bookkeeping |")  # fmt: skip
+        print("| --- " * 9 + "|")
         for r in host:
             repeats = ", ".join(f"{x:.0f}" for x in r.get("repeats", [r["cpu_us_per_step"]]))
-            print(f"| {r['seqs']} | {r['decode_steps']} | {r['threads']} | {r['cpu_us_per_step']:.0f} | "
-                  f"{r['bookkeeping_us_per_step']:.0f} | {r['us_per_step']:.0f} | {repeats} |")  # fmt: skip
+            books = ", ".join(f"{x:.0f}" for x in r.get("repeats_bookkeeping", [r["bookkeeping_us_per_step"]]))
+            print(f"| {r['seqs']} | {r['decode_steps']} | {'on' if r['async_scheduling'] else 'off'} | "
+                  f"{r['threads']} | {r['cpu_us_per_step']:.0f} | {r['bookkeeping_us_per_step']:.0f} | "
+                  f"{r['us_per_step']:.0f} | {repeats} | {books} |")  # fmt: skip
         print()
     if kernel:
         print("| heads | seqs | context | block | KV MiB | floor us | r1fast us | x floor | no-split us "
@@ -382,10 +401,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--seqs", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--hf-new-tokens", type=int, default=None,
-                        help="new tokens per sequence for HF generate (default: --new-tokens; fewer saves time)")
+                        help="new tokens per sequence for HF generate (default: --new-tokens; fewer saves "
+                             "time)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=OUT / "bench_sampler.json", help="where the rows go")
     parser.add_argument("--host-overhead", action="store_true",
-                        help="only the host-overhead rows (stub forward; --seqs, default 64 and 256)")
+                        help="only the host-overhead rows (stub forward; --seqs, default 64 and 256)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run the end-to-end rows on the CPU in float32")
     parser.add_argument("--repeats", type=int, default=1, help="runs per row; the median row is kept")
     args = parser.parse_args()
@@ -396,8 +416,13 @@ def main() -> None:
     if args.host_overhead:
         if device.type == "cpu":
             torch.set_num_threads(1)  # small ops: a second thread only waits; CPU time then counts one thread
-        rows = [median_row([run_host_overhead(n, k, device) for _ in range(args.repeats)], "cpu_us_per_step")
-                for n in args.seqs for k in (1, 16, 32)]  # fmt: skip
+        rows = []
+        for n in args.seqs:
+            for k in (1, 16, 32):
+                for async_scheduling in (False, True):
+                    repeats = [run_host_overhead(n, k, device, async_scheduling) for _ in range(args.repeats)]
+                    rows.append(median_row(repeats, "cpu_us_per_step"))
+                    rows[-1]["repeats_bookkeeping"] = [r["bookkeeping_us_per_step"] for r in repeats]
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
         print_tables(rows, float("nan"), str(device))

@@ -1,4 +1,5 @@
-"""Multi-step decode (K steps per host round trip, stops detected on the device) gives the one-step loop's outputs."""
+"""Multi-step decode (K steps per host round trip, stops detected on the device), with and without async scheduling
+(chunk t + 1 launched before the host reads chunk t), gives the one-step loop's outputs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from r1fast.sampler import Sampler, SamplingParams
+from r1fast.sampler.sequence import Status
 
 VOCAB = 61
 PROMPTS = [[1, 2, 3, 4, 5], [7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17], [20]]
@@ -40,15 +42,32 @@ def assert_same(got: list, want: list) -> None:
     torch.testing.assert_close(flat(got), flat(want), rtol=1e-5, atol=1e-5)
 
 
-def run(model, prompts, params, decode_steps, blocks=None, **kwargs):
-    """outputs, the scheduler, and the block manager of one generate()."""
+def run(model, prompts, params, decode_steps, blocks=None, async_scheduling=False, **kwargs):
+    """outputs and the scheduler of one generate(), after checking that every block is free again. Async runs also
+    count the rows that ended in a chunk while the next was in flight (their steps there are wasted) as
+    scheduler.wasted_rows."""
     bytes_per_block = Sampler(model, block_size=4).runner.bytes_per_block(4)
     sampler = Sampler(model, block_size=4, tokenizer=Words(), decode_steps=decode_steps,
-                      kv_cache_memory=None if blocks is None else blocks * bytes_per_block, **kwargs)  # fmt: skip
+                      kv_cache_memory=None if blocks is None else blocks * bytes_per_block,
+                      async_scheduling=async_scheduling, **kwargs)  # fmt: skip
+    wasted, take_chunk = [], sampler._take_chunk
+
+    def counting(chunk, *args):
+        wasted.append(sum(s.status is not Status.RUNNING for s in chunk.seqs))
+        return take_chunk(chunk, *args)
+
+    sampler._take_chunk = counting
     out = outputs(sampler.generate(prompts, params))
     bm = sampler.block_manager
     assert bm.num_free == bm.num_blocks and set(bm.ref_counts) == {0}, "a block leaked"
-    return out, sampler.last_scheduler
+    scheduler = sampler.last_scheduler
+    scheduler.wasted_rows = sum(wasted)
+    return out, scheduler
+
+
+# (decode_steps, async_scheduling) against the one-step loop; async with K = 4 looks ahead in every case (9-13
+# tokens), with K = 8 where the first chunk leaves tokens.
+MODES = {"K8": (8, False), "K8-async": (8, True), "K4-async": (4, True)}
 
 
 CASES = {
@@ -66,34 +85,43 @@ CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("case", list(CASES))
-def test_multi_step_outputs_equal_one_step_outputs(model, case, seed):
+def test_multi_step_outputs_equal_one_step_outputs(model, case, mode, seed):
+    decode_steps, async_scheduling = MODES[mode]
     params = SamplingParams(**CASES[case], seed=seed)
     want, _ = run(model, PROMPTS, params, decode_steps=1)
-    got, _ = run(model, PROMPTS, params, decode_steps=8)  # 9-13 tokens: the prefill's, then chunks of 8, 4, ...
+    got, scheduler = run(model, PROMPTS, params, decode_steps, async_scheduling=async_scheduling)
     assert_same(got, want)
     lengths = {len(c[0]) for g in want for c in g}
     if case != "seeded-filters-penalty":
         assert len(lengths) > 1, lengths  # rows really ended at different steps (mid-chunk)
+    assert (scheduler.num_chunks_ahead > 0) == async_scheduling or mode == "K8-async"
+    if mode == "K4-async" and case != "seeded-filters-penalty":
+        assert scheduler.wasted_rows > 0  # rows ended inside a chunk while the next one ran
 
 
-def test_multi_step_with_preemption_and_prefix_hits_equals_one_step(model, seed):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_multi_step_with_preemption_and_prefix_hits_equals_one_step(model, mode, seed):
     # Five prompts sharing a 12-token prefix, groups of 3, 10 new tokens: a 16-block pool cannot hold them all, so
     # chunks shrink to what fits and sequences are preempted and recomputed; the prefix is shared.
+    decode_steps, async_scheduling = MODES[mode]
     rng = torch.Generator().manual_seed(seed)
     base = torch.randint(0, VOCAB, (12,), generator=rng).tolist()
     prompts = [base + torch.randint(0, VOCAB, (i,), generator=rng).tolist() for i in range(5)]
     params = SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=seed, ignore_eos=True)
     want, _ = run(model, prompts, params, decode_steps=1)
-    got, scheduler = run(model, prompts, params, decode_steps=8, blocks=16)
+    got, scheduler = run(model, prompts, params, decode_steps, blocks=16, async_scheduling=async_scheduling)
     assert_same(got, want)
     assert scheduler.num_preemptions > 0 and scheduler.num_prefix_hit_tokens > 0
 
 
-def test_max_model_len_ends_rows_inside_a_chunk(model):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_max_model_len_ends_rows_inside_a_chunk(model, mode):
+    decode_steps, async_scheduling = MODES[mode]
     params = SamplingParams(n=2, temperature=0.0, max_tokens=30, ignore_eos=True)
     want, _ = run(model, PROMPTS, params, decode_steps=1, max_model_len=14)
-    got, _ = run(model, PROMPTS, params, decode_steps=8, max_model_len=14)
+    got, _ = run(model, PROMPTS, params, decode_steps, max_model_len=14, async_scheduling=async_scheduling)
     assert_same(got, want)
     assert [len(g[0][0]) for g in got] == [14 - len(p) for p in PROMPTS]
 
@@ -108,9 +136,11 @@ def test_decode_steps_must_be_a_power_of_two(model):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_cuda_graph_chunks_equal_eager_one_step_outputs(case):
-    # The K-step CUDA graphs (one per bucket and K) against the eager one-step loop on the same GPU.
+def test_cuda_graph_chunks_equal_eager_one_step_outputs(case, async_scheduling):
+    # The K-step CUDA graphs (one per bucket and K) against the eager one-step loop on the same GPU; async: chunk t + 1
+    # is staged into the graph's buffers and replayed before the host reads chunk t (stream order keeps them apart).
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)  # head_dim 64: the Triton kernels (and so the graphs) run
@@ -121,7 +151,11 @@ def test_cuda_graph_chunks_equal_eager_one_step_outputs(case):
     params = SamplingParams(**CASES[case], seed=1)
     want, _ = run(gpu, PROMPTS, params, decode_steps=1, blocks=256, cuda_graphs=False)
     memory = Sampler(gpu, block_size=4).runner.bytes_per_block(4) * 256
-    sampler = Sampler(gpu, block_size=4, tokenizer=Words(), decode_steps=8, max_num_seqs=16, kv_cache_memory=memory)
+    sampler = Sampler(gpu, block_size=4, tokenizer=Words(), decode_steps=4, max_num_seqs=16, kv_cache_memory=memory,
+                      async_scheduling=async_scheduling)  # fmt: skip
     got = outputs(sampler.generate(PROMPTS, params))
     assert sampler.runner.num_graph_replays > 0
+    assert (sampler.last_scheduler.num_chunks_ahead > 0) == async_scheduling
+    bm = sampler.block_manager
+    assert bm.num_free == bm.num_blocks and set(bm.ref_counts) == {0}, "a block leaked"
     assert_same(got, want)

@@ -13,6 +13,7 @@ from r1fast.sampler.sampling import (
     SamplingParams,
     SamplingState,
     apply_repetition_penalty,
+    chunk_ends,
     counter_uniform,
     filter_logits,
     inverse_cdf_draw,
@@ -148,7 +149,8 @@ def test_both_draws_give_a_long_flat_tail_its_mass(seed):
 def _philox_words(seeds_ptr, c0_ptr, c1_ptr, out_ptr, N: tl.constexpr):
     i = tl.arange(0, N)
     bits, _, _, _ = tl.philox(tl.load(seeds_ptr + i).to(tl.uint64), tl.load(c0_ptr + i).to(tl.uint32),
-                              tl.load(c1_ptr + i).to(tl.uint32), tl.zeros((N,), tl.uint32), tl.zeros((N,), tl.uint32))
+                              tl.load(c1_ptr + i).to(tl.uint32), tl.zeros((N,), tl.uint32),
+                              tl.zeros((N,), tl.uint32))  # fmt: skip
     tl.store(out_ptr + i, bits.to(tl.int64) & 0xFFFFFFFF)
 
 
@@ -203,6 +205,18 @@ def test_sampling_state_keeps_per_row_settings_and_records_tokens(seed):
     logits[:, 4] = 1.0  # row 0 has seen token 4: penalised to 0.5, still the argmax; the others sample
     tokens, _ = sample(logits, both)
     assert tokens[0].item() == 4
+
+
+def test_chunk_ends_stop_at_the_first_stop_id_past_min_length_or_at_max_length():
+    # Four rows of a 4-step chunk, lengths 10 before it: a stop id at step 2 (counts), a stop id before min_length
+    # (ignored) then one after, max_length inside the chunk, and a row already past its end (a wasted chunk).
+    params = [SamplingParams()] * 4
+    state = SamplingState.build(params, [0] * 4, [10] * 4, [], 50, torch.device("cpu"), min_lengths=[0, 12, 0, 0],
+                                max_lengths=[100, 100, 12, 9])  # fmt: skip
+    tokens = torch.tensor([[1, 7, 7, 2], [7, 3, 7, 7], [1, 2, 3, 4], [7, 7, 7, 7]])
+    lengths = torch.full((4,), 10)
+    assert chunk_ends(tokens, lengths, state, torch.tensor([7])).tolist() == [-2, -3, 2, 0]
+    assert chunk_ends(tokens, lengths, state, None).tolist() == [4, 4, 2, 0]
 
 
 def test_exponential_race_rejects_bad_input():

@@ -115,8 +115,9 @@ def store_kv(
     triton: bool,
 ) -> None:  # fmt: skip
     """Write k[i], v[i] ([N, H_kv, D]) into the caches ([num_blocks, block_size, H_kv, D]) at slot_mapping[i] ([N]
-    int64). In place. The Triton path skips slot -1 and is CUDA-graph capturable; the PyTorch path needs slots >= 0
-    (only captured decode batches carry padding slots, and those run the Triton path)."""
+    int64). In place. Slot -1 writes nothing that is read: the Triton path skips it (and is CUDA-graph capturable);
+    the PyTorch path writes it into the caches' last slot, which the sampler's pool keeps as scratch
+    (ModelRunner.allocate)."""
     if triton:
         from r1fast.kernels.kv_store import store_kv as kernel
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from r1fast.sampler.sequence import Sequence
 
@@ -49,31 +50,40 @@ class BlockManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def _take(self) -> int:
-        block, _ = self.free_blocks.popitem(last=False)
-        old = self.hash_of[block]
-        if old is not None:  # evict its prefix-cache entry: the block is about to be overwritten
-            del self.block_of[old]
-            self.hash_of[block] = None
-        self.ref_counts[block] = 1
-        return block
+    def _take(self, count: int) -> list[int]:
+        """`count` free blocks (least recently freed first), each with reference count 1."""
+        free, hash_of, ref_counts = self.free_blocks, self.hash_of, self.ref_counts
+        blocks = [free.popitem(last=False)[0] for _ in range(count)]
+        for block in blocks:
+            old = hash_of[block]
+            if old is not None:  # evict its prefix-cache entry: the block is about to be overwritten
+                del self.block_of[old]
+                hash_of[block] = None
+            ref_counts[block] = 1
+        return blocks
 
     def _share(self, block: int) -> None:
         if self.ref_counts[block] == 0:
             del self.free_blocks[block]
         self.ref_counts[block] += 1
 
-    def _release(self, block: int) -> None:
-        self.ref_counts[block] -= 1
-        if self.ref_counts[block] == 0:
-            self.free_blocks[block] = None
+    def _release(self, blocks: Iterable[int]) -> None:
+        ref_counts, free = self.ref_counts, self.free_blocks
+        for block in blocks:
+            ref_counts[block] -= 1
+            if ref_counts[block] == 0:
+                free[block] = None
+
+    def writes_shared_tail(self, seq: Sequence) -> bool:
+        """Whether seq's next forward writes into its partially filled last block while others share it."""
+        return (seq.num_cached % self.block_size != 0 and seq.num_cached < len(seq)
+                and self.ref_counts[seq.block_table[-1]] > 1)  # fmt: skip
 
     def blocks_needed(self, seq: Sequence, lookahead: int = 0) -> int:
         """New blocks `seq` needs to hold all its tokens and `lookahead` more (the K/V a multi-step decode writes
         before the host sees its tokens); a private copy of a shared tail counts as one."""
         needed = self.blocks_for(len(seq) + lookahead) - len(seq.block_table)
-        tail_written = seq.num_cached % self.block_size != 0 and seq.num_cached < len(seq)
-        if tail_written and self.ref_counts[seq.block_table[-1]] > 1:
+        if self.writes_shared_tail(seq):
             needed += 1
         return max(needed, 0)
 
@@ -85,15 +95,27 @@ class BlockManager:
         to write."""
         if self.blocks_needed(seq, lookahead) > self.num_free:
             raise RuntimeError("reserve() without enough free blocks; check can_reserve() first")
-        if seq.num_cached % self.block_size != 0 and seq.num_cached < len(seq):
-            tail = seq.block_table[-1]
-            if self.ref_counts[tail] > 1:
-                private = self._take()
-                self.pending_copies.append((tail, private))
-                self._release(tail)
-                seq.block_table[-1] = private
-        while len(seq.block_table) < self.blocks_for(len(seq) + lookahead):
-            seq.block_table.append(self._take())
+        if self.writes_shared_tail(seq):
+            self.copy_tail(seq)
+        self.append_blocks([seq], [max(self.blocks_for(len(seq) + lookahead) - len(seq.block_table), 0)])
+
+    def copy_tail(self, seq: Sequence) -> None:
+        """Give seq a private copy of its last block, which others share (the copy is queued in pending_copies)."""
+        tail = seq.block_table[-1]
+        [private] = self._take(1)
+        self.pending_copies.append((tail, private))
+        self._release([tail])
+        seq.block_table[-1] = private
+
+    def append_blocks(self, seqs: list[Sequence], counts: list[int]) -> list[int]:
+        """Append counts[i] free blocks to the table of seqs[i] (the caller made sure that there are that many).
+        Returns the blocks appended, in order."""
+        blocks = self._take(sum(counts))
+        at = 0
+        for seq, count in zip(seqs, counts, strict=True):
+            seq.block_table += blocks[at : at + count]
+            at += count
+        return blocks
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """child shares every block of parent (the KV of the parent's cached tokens)."""
@@ -106,8 +128,7 @@ class BlockManager:
 
     def free(self, seq: Sequence) -> None:
         # Tail first, so that (least recently freed first) a prefix's later blocks are evicted before its first.
-        for block in reversed(seq.block_table):
-            self._release(block)
+        self._release(reversed(seq.block_table))
         seq.block_table = []
         seq.num_cached = 0
         seq.num_named_blocks = 0
@@ -143,13 +164,15 @@ class BlockManager:
             seq.block_table.append(block)
         seq.num_cached = len(seq.block_table) * self.block_size
 
-    def cache_full_blocks(self, seq: Sequence) -> None:
-        """Name seq's full blocks so that later sequences share them. Called when seq is scheduled: the coming
-        forward computes all its tokens, and a sequence that hits one of these blocks in the same forward reads it
-        after it is written (every layer stores the batch's K/V before attending)."""
+    def cache_full_blocks(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        """Name seq's blocks that are full within its first num_tokens tokens (default: all), so that later
+        sequences share them. Called when seq is admitted (the coming forward computes all its tokens, and a sequence
+        that hits one of these blocks in the same forward reads it after it is written: every layer stores the
+        batch's K/V before attending), and when it is preempted (num_tokens: its cached tokens), so that its
+        recompute finds them."""
         if not self.prefix_caching:
             return
-        full = len(seq) // self.block_size
+        full = (len(seq) if num_tokens is None else num_tokens) // self.block_size
         hashes = self._hashes(seq, full)
         for i in range(seq.num_named_blocks, full):
             block, h = seq.block_table[i], hashes[i]

@@ -10,7 +10,9 @@ state (r1fast.sampler.sampling.SamplingState) and the next step's inputs stay on
 [S, K] chunk of tokens. On CUDA with cuda_graphs=True that chunk is one replay of a CUDA graph captured per
 (batch-size bucket, K, sampling flags) over the same code. A graph holds the addresses of the parameters and of the
 KV pool: in-place updates of the parameters are seen, but replacing a parameter tensor (or moving the model) is
-detected at the next generate() and the graphs are captured again.
+detected at the next generate() and the graphs are captured again. With the sampler's async scheduling, the next
+chunk is staged into the same buffers before the host has read this one: its copies are queued on the stream after
+this chunk's replay and read-back copies, so stream order keeps the chunks apart without double buffers.
 """
 
 from __future__ import annotations
@@ -183,7 +185,9 @@ class ModelRunner:
         return 2 * self.num_layers * block_size * self.num_kv_heads * self.head_dim * element
 
     def allocate(self, num_blocks: int, block_size: int) -> None:
-        shape = (num_blocks, block_size, self.num_kv_heads, self.head_dim)
+        """KV caches of num_blocks blocks, plus one scratch block at the end that no sequence owns: the PyTorch
+        path's writes to slot -1 (steps past a row's end, which write nothing) land in its last slot."""
+        shape = (num_blocks + 1, block_size, self.num_kv_heads, self.head_dim)
         self.k_caches = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
         self.v_caches = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
         self.block_size = block_size
@@ -256,11 +260,17 @@ class ModelRunner:
     def _decode_steps(self, inputs: DecodeInputs, state: SamplingState, steps: int, max_context_len: int,
                       seq_lens: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """`steps` decode steps on the device, each sampling the next step's input (no host reads: the code a CUDA
-        graph captures). seq_lens: the rows' host lengths (dynamic rope only). Returns tokens, logprobs [S, steps]."""
+        graph captures). seq_lens: the rows' host lengths (dynamic rope only). Returns tokens, logprobs [S, steps].
+
+        A row's steps past its last token (state.max_length: it ends inside the chunk) write nothing (slot -1) and
+        recompute its last position, so that they read no block past its table; their tokens are the caller's to
+        drop."""
         s, size, device = inputs.input_ids.shape[0], self.block_size, inputs.input_ids.device
-        positions = inputs.start[None, :] + torch.arange(steps, device=device)[:, None]  # [K, S]
+        unbounded = inputs.start[None, :] + torch.arange(steps, device=device)[:, None]  # [K, S]
+        last = (state.max_length - 2).clamp(min=0)  # the position whose K/V samples a row's last token
+        positions = torch.minimum(unbounded, last)
         pages = inputs.block_tables.long().gather(1, (positions // size).t()).t().contiguous()  # kernels read rows
-        slots = pages * size + positions % size
+        slots = (pages * size + positions % size).masked_fill(unbounded > last, -1)
         context = (positions + 1).to(torch.int32)
         if inputs.live is not None:
             slots = slots.masked_fill(~inputs.live, -1)

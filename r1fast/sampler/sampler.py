@@ -10,8 +10,18 @@ import torch
 
 from r1fast.sampler.attention import Batch
 from r1fast.sampler.block_manager import BlockManager
+from r1fast.sampler.decode_rows import (
+    COMPLETION,
+    MAX_LENGTH,
+    PROMPT_LENGTH,
+    Chunk,
+    CompletionLogprobs,
+    DecodeRows,
+    block_tables,
+    row_info,
+)
 from r1fast.sampler.model_runner import DecodeInputs, ModelRunner, check_model
-from r1fast.sampler.sampling import SEED_BITS, SamplingParams, SamplingState, mix_seed, sample
+from r1fast.sampler.sampling import SEED_BITS, SamplingParams, SamplingState, chunk_ends, mix_seed, sample
 from r1fast.sampler.scheduler import Scheduler
 from r1fast.sampler.sequence import Sequence, Status
 
@@ -54,8 +64,12 @@ class Sampler:
     the K/V of full blocks between prompts with a common prefix within one generate() call. fp32_head: the last
     projection in float32 from low-precision weights (sampling and log-probs from an fp32 head, as the loss's
     fp32_head). decode_steps: K, the most decode steps run on the device per host round trip (a power of two; 1 =
-    the host sees every token before the next step; the tokens are the same). Raises ValueError for an unsupported
-    model or a meaningless setting.
+    the host sees every token before the next step; the tokens are the same); a chunk runs a power of two <= K
+    steps, as many as the row with the most tokens left uses (rounded up where that wastes at most a quarter of the
+    chunk), fewer when the pool cannot hold them. async_scheduling: launch the next decode chunk
+    before reading the one in flight, so that the host's work for chunk t + 1 overlaps the device's for chunk t
+    (None: on CUDA, where the device runs ahead of the host; off elsewhere, where nothing would overlap; the tokens
+    are the same either way). Raises ValueError for an unsupported model or a meaningless setting.
     """
 
     def __init__(
@@ -72,9 +86,12 @@ class Sampler:
         prefix_caching: bool = True,
         fp32_head: bool = False,
         decode_steps: int = DECODE_STEPS,
+        async_scheduling: bool | None = None,
     ) -> None:
         if not (isinstance(decode_steps, int) and decode_steps >= 1 and decode_steps & (decode_steps - 1) == 0):
             raise ValueError(f"decode_steps must be a power of two >= 1, got {decode_steps!r}")
+        if async_scheduling not in (None, True, False):
+            raise ValueError(f"async_scheduling must be None, True or False, got {async_scheduling!r}")
         if not (isinstance(block_size, int) and block_size >= 1):
             raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
         if not (isinstance(max_num_seqs, int) and max_num_seqs >= 1):
@@ -99,6 +116,7 @@ class Sampler:
         self.max_model_len = max_model_len
         self.prefix_caching = prefix_caching
         self.decode_steps = decode_steps
+        self.async_scheduling = async_scheduling
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = config.eos_token_id if eos is None else eos
@@ -164,16 +182,6 @@ class Sampler:
             return params.seed
         return int(torch.randint(0, (1 << SEED_BITS) - 1, (), dtype=torch.int64))
 
-    @staticmethod
-    def _block_tables(seqs: list[Sequence]) -> np.ndarray:
-        """The sequences' block tables as one [S, M] int32 array (M: the longest; zeros past a table's end)."""
-        counts = np.fromiter((len(s.block_table) for s in seqs), np.int64, count=len(seqs))
-        flat = np.fromiter(itertools.chain.from_iterable(s.block_table for s in seqs), np.int32,
-                           count=int(counts.sum()))
-        tables = np.zeros((len(seqs), int(counts.max())), np.int32)
-        tables[np.arange(tables.shape[1]) < counts[:, None]] = flat
-        return tables
-
     def _batch(self, seqs: list[Sequence]) -> Batch:
         """The packed tokens of one forward (see Batch), built on the host with numpy: a decode step of hundreds of
         sequences costs a few hundred microseconds of Python, then one host-to-device copy per tensor."""
@@ -187,7 +195,7 @@ class Sampler:
         ids = np.fromiter(itertools.chain.from_iterable(s.token_ids[s.num_cached :] for s in seqs), np.int64, count=n)
         rows = np.repeat(np.arange(len(seqs)), counts)
         positions = np.arange(n, dtype=np.int64) - cu[:-1][rows] + starts_host[rows]
-        tables = self._block_tables(seqs)
+        tables = block_tables(seqs)
         slots = tables[rows, positions // size].astype(np.int64) * size + positions % size
         device = self.runner.device
         to = lambda x: torch.from_numpy(x).to(device, non_blocking=True)  # noqa: E731
@@ -208,31 +216,6 @@ class Sampler:
         """The token ids that end a completion under params (after min_tokens)."""
         return sorted(set(params.stop_token_ids) | (set() if params.ignore_eos else self.eos_token_ids))
 
-    def _decode_inputs(self, seqs: list[Sequence]) -> tuple[DecodeInputs, np.ndarray]:
-        """The device inputs of a decode chunk (each row's last token, its position, its block table) and the rows'
-        lengths on the host: numpy packing, one host-to-device copy per tensor."""
-        lengths = np.fromiter((len(s.token_ids) for s in seqs), np.int64, count=len(seqs))
-        last = np.fromiter((s.token_ids[-1] for s in seqs), np.int64, count=len(seqs))
-        device = self.runner.device
-        to = lambda x: torch.from_numpy(x).to(device, non_blocking=True)  # noqa: E731
-        tables = self._block_tables(seqs)
-        return DecodeInputs(input_ids=to(last), start=to(lengths - 1), block_tables=to(tables)), lengths
-
-    @staticmethod
-    def _chunk_ends(tokens: torch.Tensor, lengths: torch.Tensor, num_prompt: torch.Tensor, params: SamplingParams,
-                    stop_ids: torch.Tensor, max_model_len: int) -> torch.Tensor:  # fmt: skip
-        """Where each row's chunk of K new tokens ends, detected on the device: [S] int64, the number of its tokens
-        that count (k + 1 at the first token k that is a stop id at >= min_tokens, or the last token max_tokens or
-        max_model_len allow), negated (-n) where a stop id ended the row, K where the row goes on.
-        tokens: [S, K] int64; lengths, num_prompt: [S] int64 (before the chunk); stop_ids: [n] int64."""
-        steps = tokens.shape[1]
-        k = torch.arange(1, steps + 1, device=tokens.device)
-        generated = (lengths - num_prompt)[:, None] + k  # completion length after token k
-        hit = (tokens[..., None] == stop_ids).any(-1) & (generated >= params.min_tokens)
-        stop_at = torch.where(hit, k, steps + 1).amin(1)
-        limit = torch.minimum(params.max_tokens - (lengths - num_prompt), max_model_len - lengths)
-        return torch.where(stop_at <= limit.clamp(max=steps), -stop_at, limit.clamp(max=steps))
-
     def _stop_string_end(self, seq: Sequence, first: int) -> int | None:
         """The length of seq's completion at its first stop string ending at a token past completion index `first`
         (tokens before min_tokens excepted), or None. A stop string of c characters lies within the last c tokens (a
@@ -245,37 +228,96 @@ class Sampler:
                 return end
         return None
 
-    def _take_chunk(self, seqs: list[Sequence], tokens: list[list[int]], logprobs: list[list[float]] | None,
-                    ends: list[int], scheduler: Scheduler, finished: list[Sequence]) -> None:  # fmt: skip
-        """Append each row's tokens of a chunk (ends: see _chunk_ends), cut at a stop string, and finish the rows that
-        ended. The rows' K/V is cached up to their new last token."""
-        for seq, row, logps, end in zip(seqs, tokens, logprobs or [None] * len(seqs), ends, strict=True):
-            count = abs(end)
-            before = len(seq.token_ids) - seq.num_prompt_tokens
-            seq.num_cached = len(seq.token_ids) + count - 1
-            seq.token_ids.extend(row[:count])
-            if logps is not None:
-                seq.logprobs.extend(logps[:count])
-            reason = "stop" if end < 0 else None
-            if seq.params.stop:
-                cut = self._stop_string_end(seq, before)
-                if cut is not None:
-                    del seq.token_ids[seq.num_prompt_tokens + cut :]
-                    del seq.logprobs[cut:]
-                    seq.num_cached = min(seq.num_cached, len(seq.token_ids) - 1)
-                    reason = "stop"
-            if reason is None and scheduler.tokens_left(seq) <= 0:
-                reason = "length"
-            if reason is not None:
-                scheduler.finish(seq, reason)
-                finished.append(seq)
+    def _take_chunk(self, chunk: Chunk, params: SamplingParams, scheduler: Scheduler, finished: list[Sequence],
+                    logprobs: CompletionLogprobs | None) -> None:  # fmt: skip
+        """Wait for a chunk's outputs, append each row's tokens that count (see chunk_ends), write their log-probs,
+        cut a row at a stop string, and finish the rows that ended (with their log-probs). A row that ended in an
+        earlier chunk (this chunk was launched before the host read that one) is skipped: its tokens here are wasted
+        steps. The rows' K/V is cached up to their new last token. Vectorised over the rows; Python per row only to
+        extend its token list."""
+        chunk.wait()
+        packed = chunk.tokens.numpy()
+        ends = packed[:, -1]
+        seqs, steps, info = chunk.seqs, chunk.steps, chunk.info
+        live = np.fromiter((s.status is Status.RUNNING for s in seqs), bool, count=len(seqs))
+        counts = np.where(live, np.abs(ends), 0)
+        stopped = live & (ends < 0)
+        ended = stopped | (live & (chunk.lengths + counts >= info[:, MAX_LENGTH]))
+        if logprobs is not None:
+            logprobs.write(info[:, COMPLETION], chunk.lengths - info[:, PROMPT_LENGTH], counts, chunk.logprobs.numpy())
+        for i, seq, row, count in itertools.compress(zip(itertools.count(), seqs, packed[:, :-1].tolist(),
+                                                         counts.tolist()), live):  # fmt: skip
+            before = len(seq.token_ids)
+            seq.token_ids += row if count == steps else row[:count]
+            seq.num_cached = before + count - 1
+            if params.stop and (cut := self._stop_string_end(seq, before - seq.num_prompt_tokens)) is not None:
+                del seq.token_ids[seq.num_prompt_tokens + cut :]
+                stopped[i] = ended[i] = True
+        done = np.flatnonzero(ended).tolist()
+        scheduler.finish([seqs[i] for i in done], ["stop" if stopped[i] else "length" for i in done])
+        for i in done:
+            seq = seqs[i]
+            if logprobs is not None:
+                seq.logprobs = logprobs.read(int(info[i, COMPLETION]), len(seq.token_ids) - seq.num_prompt_tokens)
+            finished.append(seq)
 
-    def _read_chunk(self, seqs: list[Sequence], tokens: torch.Tensor, logprobs: torch.Tensor, ends: torch.Tensor,
-                    scheduler: Scheduler, finished: list[Sequence], want_logprobs: bool) -> None:  # fmt: skip
-        """One device-to-host read of a chunk's tokens [S, K], ends [S] (and log-probs [S, K]), then _take_chunk."""
-        packed = torch.cat([tokens, ends[:, None]], 1).tolist()
-        logps = logprobs.tolist() if want_logprobs else None
-        self._take_chunk(seqs, [r[:-1] for r in packed], logps, [r[-1] for r in packed], scheduler, finished)
+    def _prefill(self, seqs: list[Sequence], params: SamplingParams, base_seed: int, scheduler: Scheduler,
+                 rows: DecodeRows, stop_ids: torch.Tensor | None, finished: list[Sequence],
+                 logprobs: CompletionLogprobs | None) -> None:  # fmt: skip
+        """Prefill new sequences (prompts, or a preempted sequence's whole context), fork each group's children off
+        its parent, sample every row's first token, and add the rows that go on to the decode rows."""
+        logits = self.runner.forward(self._batch(seqs), [len(s.token_ids) for s in seqs])
+        new_rows: list[Sequence] = []
+        row_of: list[int] = []
+        for row, seq in enumerate(seqs):
+            seq.num_cached = len(seq)
+            family = [seq]
+            if seq.fork > 1:  # the prompt is in cache: its children share every block of it
+                family += [Sequence(next(self._seq_ids), seq.prompt_index, list(seq.token_ids), seq.num_prompt_tokens,
+                                    params, mix_seed(base_seed, seq.prompt_index, child_index),
+                                    child_index=child_index, status=seq.status)
+                           for child_index in range(1, seq.fork)]  # fmt: skip
+                scheduler.fork(seq, family[1:])
+                seq.fork = 1
+            new_rows.extend(family)
+            row_of.extend([row] * len(family))
+        if row_of != list(range(len(seqs))):
+            logits = logits[row_of]
+        lengths = np.fromiter((len(s.token_ids) for s in new_rows), np.int64, count=len(new_rows))
+        info = row_info(new_rows)
+        history = [s.token_ids for s in new_rows] if params.repetition_penalty != 1.0 else []
+        state = SamplingState.build([params] * len(new_rows), [s.seed for s in new_rows], lengths.tolist(), history,
+                                    self.vocab_size, self.runner.device,
+                                    min_lengths=(info[:, PROMPT_LENGTH] + params.min_tokens).tolist(),
+                                    max_lengths=info[:, MAX_LENGTH].tolist())  # fmt: skip
+        token, logprob = sample(logits, state, kernel=self.runner.triton_sampling)
+        ends = chunk_ends(token[:, None], state.position, state, stop_ids)
+        state.record(token)
+        chunk = Chunk.to_host(new_rows, lengths, info, token[:, None], ends,
+                              logprob[:, None] if params.logprobs else None)  # fmt: skip
+        self._take_chunk(chunk, params, scheduler, finished, logprobs)
+        rows.join(new_rows, state, token)
+
+    def _launch(self, rows: DecodeRows, scheduler: Scheduler, ahead: int, stop_ids: torch.Tensor | None,
+                logprobs: bool) -> Chunk:  # fmt: skip
+        """Start a chunk of decode steps of the decode rows on the device (the steps and blocks the scheduler
+        reserved last), `ahead` tokens past their host token lists (the tokens of the chunk still in flight, as if
+        every row went on through it), and its copy back to the host; the rows' state and last tokens move on to the
+        chunk's end on the device."""
+        assert rows.seqs == scheduler.running, "the decode rows are not the scheduler's running sequences"
+        lengths = np.fromiter((len(s.token_ids) for s in rows.seqs), np.int64, count=len(rows.seqs)) + ahead
+        start = rows.state.position - 1  # each row's last token: on the device, with or without the host's copy
+        tables = rows.device_tables(scheduler.appended)
+        inputs = DecodeInputs(input_ids=rows.last_tokens, start=start, block_tables=tables)
+        tokens, token_logprobs = self.runner.decode_steps(inputs, rows.state, scheduler.num_steps, lengths)
+        ends = chunk_ends(tokens, start + 1, rows.state, stop_ids)
+        rows.last_tokens = tokens[:, -1]
+        return Chunk.to_host(list(rows.seqs), lengths, rows.info, tokens, ends,
+                             token_logprobs if logprobs else None)  # fmt: skip
+
+    def _look_ahead(self) -> bool:
+        """Whether the next chunk is launched before the host reads the one in flight (see async_scheduling)."""
+        return self.runner.device.type == "cuda" if self.async_scheduling is None else self.async_scheduling
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Group]:
@@ -299,65 +341,37 @@ class Sampler:
                            mix_seed(base_seed, index, 0), fork=params.n)  # fmt: skip
             scheduler.add(seq)
         finished: list[Sequence] = []
-        device, vocab = self.runner.device, self.vocab_size
-        stop_ids = torch.tensor(self._stop_ids(params) or [-1], dtype=torch.int64).to(device)
-        ends_of = lambda t, seqs, lengths: self._chunk_ends(  # noqa: E731
-            t, lengths, torch.tensor([s.num_prompt_tokens for s in seqs]).to(device), params, stop_ids,
-            self.max_model_len)
-        # The device-resident sampling state of the rows in `rows` (in that order), kept across chunks.
-        rows: list[Sequence] = []
-        state: SamplingState | None = None
-        while scheduler.has_work():
-            seqs = scheduler.schedule(self.decode_steps)
-            if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
-                continue
-            self.runner.copy_blocks(bm.pending_copies)
-            bm.pending_copies.clear()
-            if scheduler.decoding:
-                if seqs != rows:  # rows left (finished, preempted): keep the state of the others, in order
-                    index = {id(s): i for i, s in enumerate(rows)}
-                    state = state.take(torch.tensor([index[id(s)] for s in seqs]).to(device))
-                    rows = seqs
-                inputs, lengths = self._decode_inputs(seqs)
-                tokens, logprobs = self.runner.decode_steps(inputs, state, scheduler.num_steps, lengths)
-                ends = ends_of(tokens, seqs, torch.from_numpy(lengths).to(device))
-                self._read_chunk(seqs, tokens, logprobs, ends, scheduler, finished, params.logprobs)
-                continue
-            # Prefill: the new sequences' prompts (or a preempted sequence's whole context), then one token each.
-            logits = self.runner.forward(self._batch(seqs), [len(s.token_ids) for s in seqs])
-            new_rows: list[Sequence] = []
-            row_of: list[int] = []
-            for row, seq in enumerate(seqs):
-                seq.num_cached = len(seq)
-                family = [seq]
-                if seq.fork > 1:  # the prompt is in cache: its children share every block of it
-                    for child_index in range(1, seq.fork):
-                        child = Sequence(next(self._seq_ids), seq.prompt_index, list(seq.token_ids),
-                                         seq.num_prompt_tokens, params,
-                                         mix_seed(base_seed, seq.prompt_index, child_index),
-                                         child_index=child_index, status=seq.status)  # fmt: skip
-                        bm.fork(seq, child)
-                        family.append(child)
-                    scheduler.running.extend(family[1:])
-                    seq.fork = 1
-                new_rows.extend(family)
-                row_of.extend([row] * len(family))
-            if row_of != list(range(len(seqs))):
-                logits = logits[row_of]
-            history = [s.token_ids for s in new_rows] if params.repetition_penalty != 1.0 else []
-            new_state = SamplingState.build([params] * len(new_rows), [s.seed for s in new_rows],
-                                            [len(s.token_ids) for s in new_rows], history, vocab, device)  # fmt: skip
-            token, logprob = sample(logits, new_state, kernel=self.runner.triton_sampling)
-            new_state.record(token)
-            lengths = torch.tensor([len(s.token_ids) for s in new_rows]).to(device)
-            ends = ends_of(token[:, None], new_rows, lengths)
-            self._read_chunk(new_rows, token[:, None], logprob[:, None], ends, scheduler, finished, params.logprobs)
-            # The survivors join the decode rows (a preempted row's old state row is dropped at the next take()).
-            alive = [i for i, s in enumerate(new_rows) if s.status is Status.RUNNING]
-            if alive:
-                kept = new_state if len(alive) == len(new_rows) else new_state.take(torch.tensor(alive).to(device))
-                state = kept if state is None else SamplingState.cat([state, kept])
-                rows = rows + [new_rows[i] for i in alive]
+        device = self.runner.device
+        stop_ids = self._stop_ids(params)
+        stop_ids = torch.tensor(stop_ids, dtype=torch.int64).to(device) if stop_ids else None
+        rows = DecodeRows(-(-self.max_model_len // self.block_size), device)
+        max_tokens = min(params.max_tokens, self.max_model_len)
+        logprobs = CompletionLogprobs(len(prompts) * params.n, max_tokens) if params.logprobs else None
+        look_ahead = self._look_ahead()
+        in_flight: Chunk | None = None  # launched, not yet read
+        while in_flight is not None or scheduler.has_work():
+            if in_flight is None:  # nothing on the device: admissions, preemptions and copies happen here
+                seqs = scheduler.schedule(self.decode_steps)
+                self.runner.copy_blocks(bm.pending_copies)
+                bm.pending_copies.clear()
+                if not scheduler.decoding:  # the admitted sequences are the last of the running ones
+                    rows.keep(scheduler.running[: len(scheduler.running) - len(seqs)])
+                    self._prefill(seqs, params, base_seed, scheduler, rows, stop_ids, finished, logprobs)
+                    continue
+                rows.keep(scheduler.running)
+                if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
+                    continue
+                in_flight = self._launch(rows, scheduler, 0, stop_ids, params.logprobs)
+            # Async scheduling: while that chunk runs, reserve blocks for the next one and launch it for the same
+            # rows, as if every row went on; the host then reads the first chunk, and the rows that ended in it waste
+            # their steps of the next. No look-ahead when a waiting sequence could be admitted (seats freed): the
+            # host reads the chunk and prefills it.
+            following, ahead = None, in_flight.steps
+            if look_ahead and not scheduler.can_admit() and scheduler.schedule_ahead(self.decode_steps, ahead):
+                rows.keep(scheduler.running)
+                following = self._launch(rows, scheduler, ahead, stop_ids, params.logprobs)
+            self._take_chunk(in_flight, params, scheduler, finished, logprobs)
+            in_flight = following
         groups = [Group(i, list(p), []) for i, p in enumerate(prompts)]
         for seq in sorted(finished, key=lambda s: (s.prompt_index, s.child_index)):
             groups[seq.prompt_index].completions.append(

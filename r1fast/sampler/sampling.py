@@ -66,6 +66,7 @@ class SamplingParams:
 
 
 SEED_BITS = 63  # seeds are stored in int64 tensors
+NO_LENGTH_LIMIT = 1 << 62  # SamplingState.max_length of a row without one
 
 
 def mix_seed(*values: int) -> int:
@@ -117,7 +118,9 @@ class SamplingState:
 
     temperature [S] float32 (0 = greedy); top_k [S] int64 (0 = off, else <= V); top_p, min_p, penalty [S] float32
     (1 / 0 / 1 = off); seed [S] int64 (< 2^63); position [S] int64: the position (= draw counter) of the row's next
-    sampled token; seen [S, V] bool: the tokens of its prompt + completion (the repetition penalty's set, updated in
+    sampled token, i.e. its length; min_length [S] int64: a stop id ends the row only from this length on (prompt +
+    min_tokens); max_length [S] int64: the length at which the row ends at the latest (prompt + max_tokens, at most
+    max_model_len); seen [S, V] bool: the tokens of its prompt + completion (the repetition penalty's set, updated in
     place by record()), None when no row has a penalty. The host flags (all_greedy, top_k_max, use_top_p, use_min_p)
     decide which passes run without reading the device.
     """
@@ -129,6 +132,8 @@ class SamplingState:
     penalty: torch.Tensor
     seed: torch.Tensor
     position: torch.Tensor
+    min_length: torch.Tensor
+    max_length: torch.Tensor
     seen: torch.Tensor | None
     all_greedy: bool
     any_greedy: bool
@@ -139,30 +144,37 @@ class SamplingState:
 
     @staticmethod
     def build(params: list[SamplingParams], seeds: list[int], positions: list[int], history: list[list[int]],
-              vocab: int, device: torch.device) -> SamplingState:  # fmt: skip
-        """The state of S new rows: their params, seeds (< 2^63), positions of their next draw, and histories
-        (prompt + completion token ids, read only when a row has a repetition penalty). One host-to-device copy per
+              vocab: int, device: torch.device, min_lengths: list[int] | None = None,
+              max_lengths: list[int] | None = None) -> SamplingState:  # fmt: skip
+        """The state of S new rows: their params, seeds (< 2^63), positions of their next draw (their lengths),
+        histories (prompt + completion token ids, read only when a row has a repetition penalty), and the lengths
+        that bound their stops (default: stop ids count from the start, no length limit). One host-to-device copy per
         dtype (plus one scatter for the seen set)."""
         top_k = [min(p.top_k, vocab) if p.top_k > 0 else 0 for p in params]
         floats = torch.tensor([[p.temperature, p.top_p, p.min_p, p.repetition_penalty] for p in params],
                               dtype=torch.float32).reshape(-1, 4).to(device, non_blocking=True)  # fmt: skip
-        ints = torch.tensor([top_k, seeds, positions], dtype=torch.int64).reshape(3, -1).to(device, non_blocking=True)
+        min_lengths = [0] * len(params) if min_lengths is None else min_lengths
+        max_lengths = [NO_LENGTH_LIMIT] * len(params) if max_lengths is None else max_lengths
+        ints = torch.tensor([top_k, seeds, positions, min_lengths, max_lengths],
+                            dtype=torch.int64).reshape(5, -1).to(device, non_blocking=True)  # fmt: skip
         penalised = any(p.repetition_penalty != 1.0 for p in params)
         greedy = [p.temperature == 0 for p in params]
         return SamplingState(
             temperature=floats[:, 0], top_p=floats[:, 1], min_p=floats[:, 2], penalty=floats[:, 3],
-            top_k=ints[0], seed=ints[1], position=ints[2].clone(),
+            top_k=ints[0], seed=ints[1], position=ints[2].clone(), min_length=ints[3], max_length=ints[4],
             seen=seen_bitmap(history, vocab, device) if penalised else None,
             all_greedy=all(greedy), any_greedy=any(greedy), top_k_max=max(top_k, default=0),
             use_top_p=any(p.top_p < 1 for p in params), use_min_p=any(p.min_p > 0 for p in params),
             unit_temperature=all(p.temperature in (0.0, 1.0) for p in params),
         )  # fmt: skip
 
-    ROWS = ("temperature", "top_k", "top_p", "min_p", "penalty", "seed", "position", "seen")
+    ROWS = ("temperature", "top_k", "top_p", "min_p", "penalty", "seed", "position", "min_length", "max_length",
+            "seen")  # fmt: skip
 
     def _flags(self) -> dict:
         return dict(all_greedy=self.all_greedy, any_greedy=self.any_greedy, top_k_max=self.top_k_max,
-                    use_top_p=self.use_top_p, use_min_p=self.use_min_p, unit_temperature=self.unit_temperature)
+                    use_top_p=self.use_top_p, use_min_p=self.use_min_p,
+                    unit_temperature=self.unit_temperature)  # fmt: skip
 
     def flags(self) -> tuple:
         """What decides the code path of sample() (a CUDA graph's key)."""
@@ -203,6 +215,25 @@ class SamplingState:
         if self.seen is not None:
             self.seen.scatter_(1, tokens[:, None], True)
         self.position.add_(1)
+
+
+def chunk_ends(tokens: torch.Tensor, lengths: torch.Tensor, state: SamplingState,
+               stop_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """Where each row's chunk of K new tokens ends, found on the device: [S] int64, the number of its tokens that
+    count (k + 1 at the first token k that is a stop id at a length >= min_length, or the last token max_length
+    allows), negated (-n) where a stop id ended the row, K where the row goes on (0 for a row already at its
+    max_length: a chunk that ran past the row's end).
+
+    tokens: [S, K] int64; lengths: [S] int64, the rows' lengths before the chunk; state: the rows' min_length and
+    max_length; stop_ids: [n] int64, or None when no token stops a row."""
+    steps = tokens.shape[1]
+    limit = (state.max_length - lengths).clamp(0, steps)
+    if stop_ids is None:
+        return limit
+    k = torch.arange(1, steps + 1, device=tokens.device)
+    hit = (tokens[..., None] == stop_ids).any(-1) & (lengths[:, None] + k >= state.min_length[:, None])
+    stop_at = torch.where(hit, k, steps + 1).amin(1)
+    return torch.where(stop_at <= limit, -stop_at, limit)
 
 
 def seen_bitmap(history: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from r1fast.sampler.block_manager import BlockManager
 from r1fast.sampler.sequence import Sequence, Status
 
 
 class Scheduler:
-    """Waiting sequences are prefilled first (oldest first); otherwise every running sequence decodes `num_steps`
-    tokens (a power of two up to the caller's max_steps: none past any sequence's last token, and the K/V blocks of
-    every step reserved up front, fewer steps when the pool cannot hold them).
+    """Waiting sequences are prefilled first (oldest first); otherwise every running sequence decodes a chunk of
+    `num_steps` tokens (a power of two up to the caller's max_steps and the most tokens any row has left, rounded up
+    where that wastes at most a quarter of the chunk; a row with fewer left ends inside the chunk, and its steps past
+    its end write nothing), with the K/V blocks of every step reserved up front (fewer steps when the pool cannot
+    hold them).
 
     When a running sequence needs a block and none is free, the newest running sequence is preempted: its blocks
-    are freed and it goes back to the front of the queue, to be recomputed from its tokens. A sequence that does
-    not fit into the whole pool raises ValueError instead of waiting forever.
+    are freed (its computed full blocks named first, so that its recompute may find them) and it goes back to the
+    front of the queue, to be recomputed from its tokens. A sequence that does not fit into the whole pool raises
+    ValueError instead of waiting forever.
+
+    `running` is in admission order with each group's children right after their parent: the sampler's decode rows
+    follow this order.
     """
 
     def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
@@ -23,15 +31,23 @@ class Scheduler:
         self.blocks = block_manager
         self.max_model_len = max_model_len
         self.decoding = False  # what the last schedule() returned: decode rows (True) or sequences to prefill
-        self.num_steps = 1  # decode steps the last schedule() reserved blocks for
+        self.num_steps = 1  # decode steps the last schedule() or schedule_ahead() reserved blocks for
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0  # prompt tokens whose K/V came from the prefix cache instead of a forward
+        self.num_chunks_ahead = 0  # decode chunks scheduled while the one before was in flight (schedule_ahead)
+        # What the last decode schedule appended to the running rows' block tables: (rows [R] int64, indices into
+        # `running`; counts [R] int64; the blocks, in row order), or None when it replaced entries (a copy-on-write)
+        # or preempted (then every table is to be read again).
+        self.appended: tuple[np.ndarray, np.ndarray, list[int]] | None = None
 
     def add(self, seq: Sequence) -> None:
+        seq.max_length = seq.num_prompt_tokens + seq.params.max_tokens
+        if self.max_model_len is not None:
+            seq.max_length = min(seq.max_length, self.max_model_len)
         self.waiting.append(seq)
 
     def has_work(self) -> bool:
@@ -40,10 +56,19 @@ class Scheduler:
     def _seats(self, seq: Sequence) -> int:
         return max(seq.fork, 1)
 
-    def tokens_left(self, seq: Sequence) -> int:
-        """Tokens seq may still generate (max_tokens, max_model_len)."""
-        left = seq.params.max_tokens - (len(seq.token_ids) - seq.num_prompt_tokens)
-        return left if self.max_model_len is None else min(left, self.max_model_len - len(seq.token_ids))
+    def can_admit(self) -> bool:
+        """Whether the oldest waiting sequence has seats now (the pool aside): then the next schedule() prefills."""
+        if not self.waiting:
+            return False
+        return sum(self._seats(s) for s in self.running) + self._seats(self.waiting[0]) <= self.max_num_seqs
+
+    def fork(self, parent: Sequence, children: list[Sequence]) -> None:
+        """Start a prefilled parent's children: they share its blocks and run right after it."""
+        for child in children:
+            self.blocks.fork(parent, child)
+            child.max_length = parent.max_length
+        at = self.running.index(parent) + 1
+        self.running[at:at] = children
 
     def schedule(self, max_steps: int = 1) -> list[Sequence]:
         """The sequences of the next forward: waiting ones to prefill (they join `running`), else all running, with
@@ -53,9 +78,31 @@ class Scheduler:
         is admitted only if the pool keeps one free block per running sequence (each may need one at its next
         decode step), so that admitting it does not immediately preempt it again.
         """
+        scheduled = self._admit()
+        self.decoding = not scheduled
+        if scheduled:
+            self.running.extend(scheduled)
+            return scheduled
+        self.num_steps = self._reserve_chunk(max_steps, ahead=0)
+        if not self.num_steps:
+            self.num_steps, self.appended = self._preempt_for_one_step(), None
+        return list(self.running)
+
+    def schedule_ahead(self, max_steps: int, ahead: int) -> int:
+        """Reserve blocks for the decode chunk after the one in flight, assuming that every running sequence goes on
+        through it (`ahead` tokens, on the device but not yet in token_ids): the chunk's steps, or 0 when no row has
+        tokens left past it or the pool cannot hold one more step (no preemption: that waits until the host has read
+        the chunk in flight)."""
+        steps = self._reserve_chunk(max_steps, ahead)
+        if steps:
+            self.num_steps = steps
+            self.num_chunks_ahead += 1
+        return steps
+
+    def _admit(self) -> list[Sequence]:
         scheduled: list[Sequence] = []
         tokens = 0
-        seats = sum(self._seats(s) for s in self.running)
+        seats = sum(self._seats(s) for s in self.running) if self.waiting else 0
         while self.waiting:
             seq = self.waiting[0]
             busy = bool(scheduled or self.running)
@@ -82,48 +129,80 @@ class Scheduler:
             self.num_prefix_hit_tokens += seq.num_cached
             tokens += seq.num_new_tokens
             seats += self._seats(seq)
-        self.decoding = not scheduled
-        if scheduled:
-            self.running.extend(scheduled)
-            return scheduled
+        return scheduled
 
-        # Decode: usually no block is needed and none fills up, so those calls are skipped (host time per step).
-        blocks, size = self.blocks, self.blocks.block_size
-        steps = min([max_steps, *(self.tokens_left(s) for s in self.running)])
-        steps = 1 << (max(steps, 1).bit_length() - 1)  # a power of two: few CUDA graphs per batch size
-        needs = [blocks.blocks_needed(s, steps - 1) for s in self.running]
-        while steps > 1 and sum(needs) > blocks.num_free:
+    def _reserve_chunk(self, max_steps: int, ahead: int) -> int:
+        """Blocks for a decode chunk of every running row, `ahead` tokens past its token_ids: the chunk's steps (a
+        power of two), or 0 when no row has a token left or one step does not fit; nothing reserved then.
+
+        Vectorised over the rows (numpy), Python only for the rows that get a block: a running row has its last
+        token's K/V uncached (num_cached = len - 1), and writes the K/V of positions len - 1 + ahead onwards, one per
+        step up to its last token."""
+        running, blocks, size = self.running, self.blocks, self.blocks.block_size
+        n = len(running)
+        if not n:
+            return 0
+        lengths = np.fromiter((len(s.token_ids) for s in running), np.int64, count=n) + ahead
+        left = np.fromiter((s.max_length for s in running), np.int64, count=n) - lengths
+        longest = int(left.max())
+        if longest < 1:
+            return 0
+        have = np.fromiter((len(s.block_table) for s in running), np.int64, count=n)
+        copies = np.zeros(n, np.int64)
+        if not ahead:  # a fork's first decode writes into its shared prompt tail (the chunk in flight wrote it)
+            counts = blocks.ref_counts
+            shared = np.fromiter((counts[s.block_table[-1]] > 1 for s in running), bool, count=n)
+            copies[shared & ((lengths - 1) % size != 0)] = 1
+        steps = 1 << (min(max_steps, longest).bit_length() - 1)  # a power of two: few CUDA graphs per batch size
+        if steps < max_steps and 2 * steps - longest <= steps // 2:
+            steps *= 2  # one chunk instead of several, at most a quarter of its steps past the longest row's end
+        while True:
+            held = lengths - 1 + np.minimum(left, steps)  # tokens whose K/V the row's blocks hold after the chunk
+            needs = np.maximum(-(-held // size) - have, 0) + copies
+            if int(needs.sum()) <= blocks.num_free:
+                break
+            if steps == 1:
+                return 0
             steps //= 2
-            needs = [blocks.blocks_needed(s, steps - 1) for s in self.running]
-        self.num_steps, lookahead = steps, steps - 1
-        fits = sum(needs) <= blocks.num_free  # then nobody is preempted and `needs` bounds each row's need
-        for seq, need in zip(list(self.running), needs, strict=True):
+        for i in np.flatnonzero(copies).tolist():
+            if blocks.ref_counts[running[i].block_table[-1]] > 1:  # the family's last writer keeps the shared tail
+                blocks.copy_tail(running[i])
+        grow = np.flatnonzero(needs - copies)
+        counts = (needs - copies)[grow]
+        appended = blocks.append_blocks([running[i] for i in grow.tolist()], counts.tolist())
+        self.appended = None if copies.any() else (grow, counts, appended)
+        return steps
+
+    def _preempt_for_one_step(self) -> int:
+        """One decode step of the running rows, preempting the newest ones until the pool holds it: 1."""
+        blocks = self.blocks
+        for seq in list(self.running):
             if seq.status is not Status.RUNNING:
                 continue  # preempted earlier in this loop
-            needed = need if fits else blocks.blocks_needed(seq, lookahead)
+            needed = blocks.blocks_needed(seq)
             while needed > blocks.num_free:
                 victim = self.running[-1]
                 self.preempt(victim)
                 if victim is seq:
                     break
-                needed = blocks.blocks_needed(seq, lookahead)  # a preempted sibling may have unshared seq's tail
-            if seq.status is Status.RUNNING:
-                if needed:
-                    blocks.reserve(seq, lookahead)
-                if len(seq.token_ids) // size > seq.num_named_blocks:
-                    blocks.cache_full_blocks(seq)
-                scheduled.append(seq)
-        return scheduled
+                needed = blocks.blocks_needed(seq)  # a preempted sibling may have unshared seq's tail
+            if seq.status is Status.RUNNING and needed:
+                blocks.reserve(seq)
+        return 1
 
     def preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
+        self.blocks.cache_full_blocks(seq, seq.num_cached)
         self.blocks.free(seq)
         seq.status = Status.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
-    def finish(self, seq: Sequence, reason: str) -> None:
-        seq.status = Status.FINISHED
-        seq.finish_reason = reason
-        self.running.remove(seq)
-        self.blocks.free(seq)
+    def finish(self, seqs: list[Sequence], reasons: list[str]) -> None:
+        """Running sequences that ended ("stop" or "length"): their blocks are freed, in order."""
+        for seq, reason in zip(seqs, reasons, strict=True):
+            seq.status = Status.FINISHED
+            seq.finish_reason = reason
+            self.blocks.free(seq)
+        if seqs:
+            self.running = [s for s in self.running if s.status is Status.RUNNING]

@@ -22,6 +22,8 @@ class Sequence:
     that share its prompt blocks. seed: keys the noise of its draws (r1fast.sampler.sampling.sample).
     block_hashes: prefix-cache names of its first full blocks (see
     block_manager.block_hash); num_named_blocks: how many of its blocks were offered to the prefix cache.
+    max_length: the length at which it ends at the latest (prompt + max_tokens, at most max_model_len; set by
+    Scheduler.add). logprobs: its completion tokens' log-probs, filled when it finishes.
     """
 
     seq_id: int
@@ -39,6 +41,7 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     status: Status = Status.WAITING
     finish_reason: str | None = None
+    max_length: int = 0
 
     def __len__(self) -> int:
         return len(self.token_ids)
