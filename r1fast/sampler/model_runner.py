@@ -17,7 +17,9 @@ this chunk's replay and read-back copies, so stream order keeps the chunks apart
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -131,10 +133,21 @@ class DecodeInputs:
                                                                       self.live)))  # fmt: skip
 
 
+class WeightStreamer(Protocol):
+    """Hands the forward its decoder layers one at a time, each with whole weights only while the forward holds it
+    (r1fast.trainer.fsdp.LayerStreamer: a sharded model's layers gathered with a one-layer prefetch)."""
+
+    reserved_bytes: int  # device memory the streamed layers take at most; the KV pool leaves it free
+
+    def layers_gathered(self) -> Iterator[torch.nn.Module]: ...
+
+
 class ModelRunner:
     """Runs the decoder stack of `model` on packed tokens, storing K/V into per-layer paged caches.
 
-    The caches: per layer, k_cache and v_cache [num_blocks, block_size, H_kv, D] in the model dtype.
+    The caches: per layer, k_cache and v_cache [num_blocks, block_size, H_kv, D] in the model dtype. weight_streamer:
+    None (the layers' weights are in place), or a WeightStreamer that every forward takes its layers from (set by
+    r1fast.trainer.fsdp.rollout_weights for a sharded model; CUDA graphs are off while it is set).
     """
 
     def __init__(self, model: torch.nn.Module, *, max_model_len: int, attention_backend: str = "auto",
@@ -166,6 +179,7 @@ class ModelRunner:
         self._graph_pool = None
         self._graph_key: tuple | None = None
         self.num_graph_replays = 0
+        self.weight_streamer: WeightStreamer | None = None
 
     @property
     def device(self) -> torch.device:
@@ -179,6 +193,12 @@ class ModelRunner:
     def triton_sampling(self) -> bool:
         """Whether the next token is sampled by the Triton kernel: where the attention backend runs Triton."""
         return self.attention_backend == "triton" or (self.attention_backend == "auto" and self.device.type == "cuda")
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Device bytes the forward still allocates for weights (a weight streamer's layers), to keep free of the KV
+        pool."""
+        return 0 if self.weight_streamer is None else self.weight_streamer.reserved_bytes
 
     def bytes_per_block(self, block_size: int) -> int:
         element = torch.empty((), dtype=self.dtype).element_size()
@@ -221,7 +241,8 @@ class ModelRunner:
         cos, sin = self.rotary()(batch, seq_lens)
         hidden = backbone.embed_tokens(batch.input_ids)  # [N, hidden]
         n = hidden.shape[0]
-        for layer, k_cache, v_cache in zip(backbone.layers, self.k_caches, self.v_caches, strict=True):
+        layers = backbone.layers if self.weight_streamer is None else self.weight_streamer.layers_gathered()
+        for layer, k_cache, v_cache in zip(layers, self.k_caches, self.v_caches, strict=True):
             attn = layer.self_attn
             h = layer.input_layernorm(hidden)
             q = attn.q_proj(h).view(n, -1, self.head_dim)
@@ -311,8 +332,10 @@ class ModelRunner:
     # -- CUDA graphs for decode -------------------------------------------------------------------------------
 
     def _graphs_usable(self) -> bool:
-        return (self.cuda_graphs and self.device.type == "cuda" and self.triton_sampling
-                and not self.rotary().is_dynamic and use_triton(self.attention_backend, self.device, self.head_dim))
+        # A weight streamer gathers the layers with collectives, which a CUDA graph cannot capture.
+        return (self.cuda_graphs and self.weight_streamer is None and self.device.type == "cuda"
+                and self.triton_sampling and not self.rotary().is_dynamic
+                and use_triton(self.attention_backend, self.device, self.head_dim))  # fmt: skip
 
     def buckets(self) -> list[int]:
         """Decode batch sizes with captured graphs; a batch runs in the smallest bucket that holds it."""

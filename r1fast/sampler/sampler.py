@@ -133,7 +133,7 @@ class Sampler:
         if memory is None:
             device = self.runner.device
             memory = (
-                int(torch.cuda.mem_get_info(device)[0] * GPU_MEMORY_FRACTION)
+                int((torch.cuda.mem_get_info(device)[0] - self.runner.reserved_bytes) * GPU_MEMORY_FRACTION)
                 if device.type == "cuda"
                 else CPU_KV_CACHE_BYTES
             )

@@ -14,11 +14,11 @@ from r1fast.loss import BACKENDS
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 # Keys a resumed run may change without allow_config_change: how long the run goes, how often it saves, logs and
-# evaluates, where it writes and reports, the user's notes. Every other key changes the data or the math of the steps
-# to come.
+# evaluates, where it writes and reports, the user's notes, how an FSDP rollout gathers its weights (the same tokens
+# either way). Every other key changes the data or the math of the steps to come.
 RUN_LENGTH_KEYS = ("max_steps", "num_train_epochs", "save_steps", "save_every_minutes", "save_total_limit",
                    "logging_steps", "output_dir", "extra", "eval_steps", "num_generations_eval", "eval_temperature",
-                   "report_to", "disable_tqdm")  # fmt: skip
+                   "report_to", "disable_tqdm", "fsdp_rollout_gather")  # fmt: skip
 REPORT_TO = ("tensorboard", "wandb")  # besides "none" and "all" (every one installed), as TRL/transformers
 
 # The R1-Zero template of the DeepSeek-R1 paper (Table 1): the reasoning in <think> tags, the answer in <answer>
@@ -150,10 +150,12 @@ class GRPOConfig(RunConfig):
     the first generation, which stays allocated while training unless free_kv_cache), free_kv_cache (release the
     KV pool for the training step; the next generation allocates it again and recaptures its CUDA graphs).
     Scaling: fsdp (true, or TRL's "full_shard": shard the model, gradients and optimizer state with FSDP2, gathered
-    parameters in fsdp_param_dtype, "auto" = the model's, gradients reduced in float32: r1fast.trainer.fsdp); lora_r
-    > 0 (train PEFT LoRA adapters of rank lora_r, lora_alpha, lora_dropout on lora_target_modules, None = PEFT's
-    default for the model type; TRL's ModelConfig names and defaults: r1fast.trainer.lora). A PeftModel passed as
-    the model trains its own adapters.
+    parameters in fsdp_param_dtype, "auto" = the model's, gradients reduced in float32; fsdp_rollout_gather: the
+    rollout on the whole model gathered, "model", or on one layer gathered at a time with the next one's gather in
+    flight, "layer", for models whose gathered copy does not fit next to the KV pool; "auto" = "model" where it
+    fits: r1fast.trainer.fsdp); lora_r > 0 (train PEFT LoRA adapters of rank lora_r, lora_alpha, lora_dropout on
+    lora_target_modules, None = PEFT's default for the model type; TRL's ModelConfig names and defaults:
+    r1fast.trainer.lora). A PeftModel passed as the model trains its own adapters.
     Run: max_steps (optimizer steps; -1, TRL's default: num_train_epochs passes over the dataset, num_iterations
     steps per generation batch), seed, output_dir, logging_steps (reports the mean of the last logging_steps steps;
     metrics.jsonl has every step, the rollout's metrics on the step that generated it); checkpoints every save_steps
@@ -230,6 +232,7 @@ class GRPOConfig(RunConfig):
     # scaling (r1fast.trainer.fsdp, r1fast.trainer.lora)
     fsdp: bool | str | list[str] | None = None
     fsdp_param_dtype: str = "bfloat16"
+    fsdp_rollout_gather: str = "auto"
     lora_r: int = 0
     lora_alpha: float = 32.0
     lora_dropout: float = 0.05
@@ -318,8 +321,8 @@ class GRPOConfig(RunConfig):
         self.eval_sampling_params()
 
     def check_scaling_fields(self) -> None:
-        """fsdp, fsdp_param_dtype and the lora_* keys; ValueError naming the key."""
-        from r1fast.trainer.fsdp import DTYPES
+        """fsdp, fsdp_param_dtype, fsdp_rollout_gather and the lora_* keys; ValueError naming the key."""
+        from r1fast.trainer.fsdp import DTYPES, check_rollout_gather
 
         options = self.fsdp.split() if isinstance(self.fsdp, str) else self.fsdp
         if not (options in (None, True, False) or (isinstance(options, (list, tuple)) and all(
@@ -329,6 +332,9 @@ class GRPOConfig(RunConfig):
         if self.fsdp_param_dtype != "auto" and self.fsdp_param_dtype not in DTYPES:
             raise ValueError(f"fsdp_param_dtype must be 'auto' or one of {sorted(DTYPES)}, got "
                              f"{self.fsdp_param_dtype!r}")  # fmt: skip
+        check_rollout_gather(self.fsdp_rollout_gather)
+        if self.fsdp_rollout_gather == "layer" and not self.fsdp:
+            raise ValueError("fsdp_rollout_gather='layer' streams the layers of a sharded model: it needs fsdp=true")
         if not (isinstance(self.lora_r, int) and not isinstance(self.lora_r, bool) and self.lora_r >= 0):
             raise ValueError(f"lora_r must be an int >= 0 (0 = no LoRA), got {self.lora_r!r}")
         if not (isinstance(self.lora_alpha, (int, float)) and 0 < self.lora_alpha < math.inf):
@@ -444,6 +450,7 @@ FIELD_HELP = {
     "free_kv_cache": "release the KV pool during the training step",
     "fsdp": "shard the model, gradients and optimizer state over the ranks (FSDP2; under torchrun)",
     "fsdp_param_dtype": "dtype of FSDP's gathered parameters ('auto' = the model's)",
+    "fsdp_rollout_gather": "rollout on the whole model gathered ('model'), one layer at a time ('layer') or 'auto'",
     "lora_r": "rank of PEFT LoRA adapters (0 = train the full model)",
     "lora_alpha": "LoRA's alpha",
     "lora_dropout": "LoRA's dropout",

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -92,7 +93,7 @@ class GRPOTrainer(TrainingLoop):
     LoRA: a peft.PeftModel trains its adapters; config.lora_r > 0 wraps the model with PEFT first (after every
     check). The sampler runs the base model with PEFT's LoRA layers in place (r1fast.trainer.lora). FSDP:
     config.fsdp shards the model over the process group (r1fast.trainer.fsdp); the rollout runs on the gathered
-    weights, checkpoints are sharded.
+    weights (the whole model, or one layer at a time: config.fsdp_rollout_gather), checkpoints are sharded.
 
     Data parallel under torch.distributed (torchrun; call init_process_group and put the model on the rank's device
     first): every rank generates prompts_per_step prompts of its own (the global batch is world_size times that),
@@ -189,6 +190,12 @@ class GRPOTrainer(TrainingLoop):
                 if m is not None:
                     fsdp.shard_model(m, config.fsdp_param_dtype)
         self.optimizer = make_optimizer(model, config)
+        # A sharded model's rollout: the whole model gathered or its layers streamed ("auto": what fits, decided once
+        # here, the same on every rank).
+        self.rollout_gather = fsdp.rollout_gather_mode(
+            config.fsdp_rollout_gather, model, self.sampler, config.fsdp_param_dtype,
+            sequences=config.prompts_per_step * config.num_generations,
+            tokens=(config.max_prompt_length or self.sampler.max_model_len) + config.max_completion_length)  # fmt: skip
         self.logger = MetricsLogger(config.output_dir if self.rank == 0 else None, self.log_stream,
                                     report_to=config.report_to if self.rank == 0 else "none",
                                     progress_bar=config.progress_bar(self.log_stream),
@@ -213,12 +220,17 @@ class GRPOTrainer(TrainingLoop):
 
     # -- rollout ----------------------------------------------------------------------------------------------
 
+    def rollout_weights(self) -> AbstractContextManager[fsdp.LayerStreamer | None]:
+        """The context the sampler runs in: a sharded model's weights gathered for it, whole or layer by layer
+        (self.rollout_gather; r1fast.trainer.fsdp.rollout_weights), freed after. Every rank enters."""
+        return fsdp.rollout_weights(self.model, self.sampler.runner, self.rollout_gather, self.config.fsdp_param_dtype)
+
     @torch.no_grad()
     def generate(self, rows: list[dict[str, Any]], seed: int) -> Rollout:
         """Samples G completions per row, scores them with every reward and computes the advantages."""
         cfg, g = self.config, self.config.num_generations
         prompt_ids = [self._encode_prompt(row) for row in rows]
-        with fsdp.gathered(self.model):  # a sharded model's whole weights for the rollout, freed after it
+        with self.rollout_weights():
             groups = self.sampler.generate(prompt_ids, cfg.sampling_params(seed))
         if cfg.free_kv_cache:
             self.sampler.free()
@@ -472,7 +484,7 @@ class GRPOTrainer(TrainingLoop):
         if self.eval_dataset is None:
             raise InputError("no eval_dataset was given")
         self.model.eval()
-        with fsdp.gathered(self.model):
+        with self.rollout_weights():
             return evaluation.evaluate(self.model, self.tokenizer, self.eval_dataset, self.reward_funcs, self.config,
                                        sampler=self.sampler, names=self.reward_names).metrics  # fmt: skip
 
