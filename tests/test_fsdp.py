@@ -11,7 +11,7 @@ import datetime
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_distributed import ROWS, leave_without_teardown
+from test_distributed import ROWS
 from test_distributed import make as make_data_parallel
 
 from r1fast.demo import CharTokenizer, make_policy
@@ -90,7 +90,6 @@ def _worker(rank: int, world: int, init_file: str, work_dir: str, task: str, see
         torch.save(out, f"{work_dir}/{task}{rank}.pt")
     finally:
         dist.destroy_process_group()
-    leave_without_teardown()
 
 
 def spawn(tmp_path, task: str, world: int, seed: int) -> list[dict]:

@@ -14,7 +14,6 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_distributed import leave_without_teardown
 from test_fsdp import make, whole_params
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -81,7 +80,6 @@ def _worker(rank: int, init_file: str, work_dir: str, seed: int) -> None:
         torch.save(out, f"{work_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-    leave_without_teardown()
 
 
 @pytest.fixture(scope="module")

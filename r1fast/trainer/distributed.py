@@ -5,12 +5,83 @@ an initialised process group every helper is the single-process identity."""
 
 from __future__ import annotations
 
+import atexit
+import gc
+import os
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
+
+
+def _release_captured_default_group() -> None:
+    """Imports torch.distributed.nn.functional and sets to None each of its default arguments that holds a process
+    group. That module evaluates its ``group=group.WORLD`` defaults when first imported: imported after
+    init_process_group (transformers imports it when it builds a model: integrations.accelerate, then
+    torch.distributed.fsdp, _shard, torch.distributed.nn), ten of its functions hold the default group, so
+    destroy_process_group() cannot free it, and the gloo worker threads its destructor would join live on into
+    interpreter teardown. A worker still releasing the tensors of a finished collective then (~AsyncWork drops their
+    Python objects: it takes the GIL) is ended by CPython (pthread_exit) while Python finalizes; the forced unwind
+    meets a noexcept destructor: std::terminate, "terminate called without an active exception", SIGABRT. None is
+    what those defaults are when the module is imported before init (c10d reads None as the default group); once
+    imported here, with r1fast, they stay None in whatever order init_process_group and the imports come."""
+    if not dist.is_available():
+        return
+    try:
+        from torch.distributed.nn import functional
+    except ImportError:  # a build without it holds no group
+        return
+
+    def released(values):
+        return tuple(None if isinstance(v, dist.ProcessGroup) else v for v in values)
+
+    for fn in vars(functional).values():
+        if getattr(fn, "__module__", None) != functional.__name__ or not hasattr(fn, "__defaults__"):
+            continue
+        if fn.__defaults__ and any(isinstance(v, dist.ProcessGroup) for v in fn.__defaults__):
+            fn.__defaults__ = released(fn.__defaults__)
+        if fn.__kwdefaults__ and any(isinstance(v, dist.ProcessGroup) for v in fn.__kwdefaults__.values()):
+            fn.__kwdefaults__ = dict(zip(fn.__kwdefaults__, released(fn.__kwdefaults__.values()), strict=True))
+
+
+_release_captured_default_group()
+
+
+def _gloo_workers_alive() -> bool:
+    """Whether a gloo worker thread runs in this process (Linux: their names in /proc; False where unreadable)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                if f.read().startswith("pt_gloo_runloop"):
+                    return True
+        except OSError:  # the thread ended meanwhile
+            continue
+    return False
+
+
+@atexit.register
+def _release_mesh_groups() -> None:
+    """At exit, before Python finalizes, when the program destroyed its process groups but gloo worker threads still
+    run: the groups that DeviceMeshes still hold are released, so that their destructors join those threads now. A
+    DeviceMesh keeps its groups in a dict (_pg_registry), and meshes outlive the FSDP-sharded model that used them
+    (DTensor specs in torch's caches hold them); a group alive into finalization has the teardown problem described
+    in _release_captured_default_group."""
+    mesh_type = getattr(sys.modules.get("torch.distributed.device_mesh"), "DeviceMesh", None)
+    if mesh_type is None or not dist.is_available() or dist.is_initialized() or not _gloo_workers_alive():
+        return
+    gc.collect()  # what the program dropped (a sharded model's states hold the groups too)
+    for obj in gc.get_objects():
+        registry = getattr(obj, "_pg_registry", None) if isinstance(obj, mesh_type) else None
+        if isinstance(registry, dict):
+            registry.clear()
+    gc.collect()
 
 
 def is_initialized() -> bool:
