@@ -1,5 +1,5 @@
 """The README's main job: `python -m r1fast demo` learns. Cold-start SFT (SFTTrainer) teaches the R1 template, then
-GRPO raises the greedy accuracy well beyond what SFT reached (seed 0: 33% -> 70%)."""
+GRPO raises the greedy accuracy well beyond what SFT reached (seed 0: 33% -> 75%)."""
 
 from __future__ import annotations
 
