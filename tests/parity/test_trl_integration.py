@@ -7,11 +7,21 @@ mask (over one process and over two), off-policy mask, the vLLM importance-sampl
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
 import torch
-from test_loss_vs_trl import DATA_KEYS, METRIC_KEYS, OPTION_CASES, grads, make_batch, option_data, set_trl_options
+from test_loss_vs_trl import (
+    DATA_KEYS,
+    METRIC_KEYS,
+    OPTION_CASES,
+    completion_logits,
+    grads,
+    make_batch,
+    option_data,
+    set_trl_options,
+)
 
 from r1fast import reference
 from r1fast.integrations.trl import R1FastGRPOTrainer
@@ -32,8 +42,73 @@ def configure(trainer, loss_type, level, beta) -> None:
     trainer.model.zero_grad(set_to_none=True)
 
 
-def assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed, options=None, kind=None):
-    batch = make_batch(trl_trainer.model, seed)
+# The entropy mask on the tiny Qwen2 (head at its init, logits std ~0.1): every token's entropy is log(V) within
+# ~1e-4, so the mask's quantile threshold sits among near-ties that the two sides' float32 rounding (~1e-6) can order
+# differently: one token more or less trains, and the loss, gradients and metrics differ with kernels that are right.
+# The entropy-mask tests therefore run on a sharper head (sharp_heads: logits std ~3 at temperature 0.7, entropies
+# spread over ~[0.1, 3.5], neighbours near the threshold ~1e-2 apart) and on a batch whose entropies stay MASK_MARGIN
+# clear of the threshold (entropy_mask_batch), so both sides train the same tokens for any seed.
+SHARP_HEAD_GAIN = 20.0
+MASK_MARGIN = 1e-4  # nats: ~100x the float32 rounding of an entropy, the two sides' only difference
+REDRAW_STRIDE, REDRAWS = 7919, 20
+
+
+@contextlib.contextmanager
+def sharp_heads(*trainers):
+    """The trainers' LM heads times SHARP_HEAD_GAIN inside the block, restored bit for bit after it (the trainers
+    are shared with other tests)."""
+    heads = [trainer.model.get_output_embeddings().weight for trainer in trainers]
+    saved = [head.detach().clone() for head in heads]
+    with torch.no_grad():
+        for head in heads:
+            head.mul_(SHARP_HEAD_GAIN)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for head, weights in zip(heads, saved, strict=True):
+                head.copy_(weights)
+
+
+def entropy_margin(trainer, batch, quantile: float, other: torch.Tensor | None = None) -> float:
+    """How far (float64) TRL's entropy-mask threshold (the 1 - quantile quantile of the completion tokens' entropies,
+    with `other`: another process's) lies from the nearest entropy other than the threshold itself: while the two
+    sides' entropies differ by less, they keep the same tokens."""
+    with torch.no_grad():
+        logits = completion_logits(trainer.model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                                   batch["completion_mask"]).double() / trainer.temperature  # fmt: skip
+    entropies = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)[batch["completion_mask"].bool()]
+    if other is not None:
+        entropies = torch.cat([entropies, other.double()])
+    distance = (entropies - torch.quantile(entropies, 1.0 - quantile)).abs()
+    return distance[distance > 0].min().item()
+
+
+def entropy_mask_batch(trainer, seed: int, quantile: float, other: torch.Tensor | None = None) -> tuple[dict, int]:
+    """make_batch(trainer.model, seed) or, where an entropy lies within MASK_MARGIN of the entropy mask's threshold
+    (a near-tie: ~1% of batches on the sharp head), the first batch of seed + REDRAW_STRIDE * k (k = 1, 2, ...) clear
+    of it; returns it and its seed."""
+    for s in range(seed, seed + REDRAWS * REDRAW_STRIDE, REDRAW_STRIDE):
+        batch = make_batch(trainer.model, s)
+        if entropy_margin(trainer, batch, quantile, other) > MASK_MARGIN:
+            return batch, s
+    raise AssertionError(f"no batch of seeds {seed} + {REDRAW_STRIDE} k has its entropies {MASK_MARGIN} clear of the "
+                         f"entropy mask's threshold")  # fmt: skip
+
+
+def assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed, options=None, kind=None, other=None):
+    """TRL's and ours' loss, gradients and metrics on make_batch(seed) (with the entropy mask: on sharp heads and an
+    entropy_mask_batch; other: the entropies another process adds to the mask's quantile)."""
+    quantile = (options or {}).get("top_entropy_quantile", 1.0)
+    if quantile == 1.0:
+        return compare_with_trl(trl_trainer, ours, make_batch(trl_trainer.model, seed), loss_type, level, beta, seed,
+                                options, kind)  # fmt: skip
+    with sharp_heads(trl_trainer, ours):
+        batch, seed = entropy_mask_batch(trl_trainer, seed, quantile, other)
+        compare_with_trl(trl_trainer, ours, batch, loss_type, level, beta, seed, options, kind)
+
+
+def compare_with_trl(trl_trainer, ours, batch, loss_type, level, beta, seed, options, kind):
     if options and "off_policy_mask_threshold" in options:  # negative advantages: the mask acts on every sequence
         batch["advantages"] = -batch["advantages"].abs()
     data = option_data(kind, batch, seed)
@@ -131,29 +206,33 @@ def test_adaptive_entropy_bonus_equals_trl(make_trainer, backend, entropy_target
     trl_trainer = make_trainer(temperature=0.7)
     ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
     ours.r1fast_loss_backend, ours._warned_fallback = backend, False
-    batches = [make_batch(trl_trainer.model, seed + k) for k in range(4)]
-    states = []
-    try:
-        for trainer in (trl_trainer, ours):
-            configure(trainer, "dapo", "token", 0.0)
-            set_adaptive_entropy(trainer, entropy_target)
-            trainer.top_entropy_quantile = quantile
-            run = []
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
-                for k, batch in enumerate(batches):
-                    trainer.accelerator.gradient_state._set_sync_gradients(k % 2 == 1)
-                    loss = trainer._compute_loss(trainer.model, dict(batch))
-                    loss.backward()
-                    metrics = {key: v[-1] for key, v in trainer._metrics["train"].items() if v}
-                    run.append((loss.item(), grads(trainer.model), metrics, trainer.entropy_coef,
-                                trainer._last_world_entropy))  # fmt: skip
-            states.append(run)
-    finally:  # the trainers are shared with other tests
-        for trainer in (trl_trainer, ours):
-            trainer.accelerator.gradient_state._set_sync_gradients(True)
-            set_trl_options(trainer, {}, {})
-            trainer._last_world_entropy, trainer._entropy_window_stats = float("inf"), None
+    # With the entropy mask: on sharp heads and entropy_mask_batches (see MASK_MARGIN).
+    masked = quantile < 1.0
+    with sharp_heads(trl_trainer, ours) if masked else contextlib.nullcontext():
+        batches = [entropy_mask_batch(trl_trainer, seed + k, quantile)[0] if masked else
+                   make_batch(trl_trainer.model, seed + k) for k in range(4)]  # fmt: skip
+        states = []
+        try:
+            for trainer in (trl_trainer, ours):
+                configure(trainer, "dapo", "token", 0.0)
+                set_adaptive_entropy(trainer, entropy_target)
+                trainer.top_entropy_quantile = quantile
+                run = []
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
+                    for k, batch in enumerate(batches):
+                        trainer.accelerator.gradient_state._set_sync_gradients(k % 2 == 1)
+                        loss = trainer._compute_loss(trainer.model, dict(batch))
+                        loss.backward()
+                        metrics = {key: v[-1] for key, v in trainer._metrics["train"].items() if v}
+                        run.append((loss.item(), grads(trainer.model), metrics, trainer.entropy_coef,
+                                    trainer._last_world_entropy))  # fmt: skip
+                states.append(run)
+        finally:  # the trainers are shared with other tests
+            for trainer in (trl_trainer, ours):
+                trainer.accelerator.gradient_state._set_sync_gradients(True)
+                set_trl_options(trainer, {}, {})
+                trainer._last_world_entropy, trainer._entropy_window_stats = float("inf"), None
     coefs = [step[3] for step in states[0]]
     assert coefs[1] != 0.05 and coefs[3] != coefs[1]  # the controller moved at both step boundaries
     for (want_loss, want_grads, want_metrics, want_coef, want_entropy), (loss, got, metrics, coef, entropy) in zip(
@@ -200,11 +279,12 @@ class TwoProcesses:
                          ids=["fewer-tokens-elsewhere-reference", "more-tokens-elsewhere-triton"])  # fmt: skip
 def test_entropy_mask_over_two_processes_equals_trl(make_trainer, backend, other_tokens, seed):
     # The entropy mask's quantile over every process's tokens: the other process's entropies are drawn around this
-    # one's, so the threshold (and which tokens train) moves away from this process's own quantile.
+    # one's (~[0.1, 3.5] on the sharp head, assert_equals_trl), so the threshold (and which tokens train) moves away
+    # from this process's own quantile.
     trl_trainer = make_trainer(temperature=0.7)
     ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
     ours.r1fast_loss_backend, ours._warned_fallback = backend, False
-    other = torch.rand(other_tokens, generator=torch.Generator().manual_seed(seed)) * 6.0
+    other = torch.rand(other_tokens, generator=torch.Generator().manual_seed(seed)) * 3.0
     saved = {}
     try:
         for trainer in (trl_trainer, ours):
@@ -212,7 +292,8 @@ def test_entropy_mask_over_two_processes_equals_trl(make_trainer, backend, other
             trainer.accelerator = TwoProcesses(trainer.accelerator, other)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # no fallback to TRL's loss
-            assert_equals_trl(trl_trainer, ours, "dapo", "token", 0.04, seed, dict(top_entropy_quantile=0.5))
+            options = dict(top_entropy_quantile=0.5)
+            assert_equals_trl(trl_trainer, ours, "dapo", "token", 0.04, seed, options, other=other)
     finally:
         for trainer, accelerator in saved.items():
             trainer.accelerator = accelerator
