@@ -15,7 +15,7 @@ from r1fast.sampler.decode_rows import (
     MAX_LENGTH,
     PROMPT_LENGTH,
     Chunk,
-    CompletionLogprobs,
+    CompletionBuffer,
     DecodeRows,
     block_tables,
     row_info,
@@ -228,42 +228,49 @@ class Sampler:
                 return end
         return None
 
-    def _take_chunk(self, chunk: Chunk, params: SamplingParams, scheduler: Scheduler, finished: list[Sequence],
-                    logprobs: CompletionLogprobs | None) -> None:  # fmt: skip
-        """Wait for a chunk's outputs, append each row's tokens that count (see chunk_ends), write their log-probs,
-        cut a row at a stop string, and finish the rows that ended (with their log-probs). A row that ended in an
-        earlier chunk (this chunk was launched before the host read that one) is skipped: its tokens here are wasted
-        steps. The rows' K/V is cached up to their new last token. Vectorised over the rows; Python per row only to
-        extend its token list."""
+    def _take_chunk(self, chunk: Chunk, params: SamplingParams, scheduler: Scheduler, rows: DecodeRows,
+                    finished: list[Sequence], logprobs: CompletionBuffer | None) -> None:  # fmt: skip
+        """Wait for a chunk's outputs, write each row's tokens that count (see chunk_ends) and their log-probs to the
+        completions' buffers, cut a row at a stop string, and finish the rows that ended (their token lists brought
+        up to date, with their log-probs). A row that ended in an earlier chunk (this chunk was launched before the
+        host read that one) is skipped: its tokens here are wasted steps. Vectorised over the rows; Python per row
+        only for the rows that finish, and for every row when there are stop strings (they need the text)."""
         chunk.wait()
         packed = chunk.tokens.numpy()
         ends = packed[:, -1]
-        seqs, steps, info = chunk.seqs, chunk.steps, chunk.info
-        live = np.fromiter((s.status is Status.RUNNING for s in seqs), bool, count=len(seqs))
+        seqs, info, tokens = chunk.seqs, chunk.info, rows.tokens
+        if chunk.rows_left == scheduler.num_left:  # no row left since the chunk was launched
+            live = np.ones(len(seqs), bool)
+        else:
+            live = np.fromiter((s.status is Status.RUNNING for s in seqs), bool, count=len(seqs))
         counts = np.where(live, np.abs(ends), 0)
         stopped = live & (ends < 0)
         ended = stopped | (live & (chunk.lengths + counts >= info[:, MAX_LENGTH]))
+        completions, starts = info[:, COMPLETION], chunk.lengths - info[:, PROMPT_LENGTH]
+        tokens.write(completions, starts, counts, packed[:, :-1])
         if logprobs is not None:
-            logprobs.write(info[:, COMPLETION], chunk.lengths - info[:, PROMPT_LENGTH], counts, chunk.logprobs.numpy())
-        for i, seq, row, count in itertools.compress(zip(itertools.count(), seqs, packed[:, :-1].tolist(),
-                                                         counts.tolist()), live):  # fmt: skip
-            before = len(seq.token_ids)
-            seq.token_ids += row if count == steps else row[:count]
-            seq.num_cached = before + count - 1
-            if params.stop and (cut := self._stop_string_end(seq, before - seq.num_prompt_tokens)) is not None:
-                del seq.token_ids[seq.num_prompt_tokens + cut :]
-                stopped[i] = ended[i] = True
-        done = np.flatnonzero(ended).tolist()
-        scheduler.finish([seqs[i] for i in done], ["stop" if stopped[i] else "length" for i in done])
-        for i in done:
-            seq = seqs[i]
-            if logprobs is not None:
-                seq.logprobs = logprobs.read(int(info[i, COMPLETION]), len(seq.token_ids) - seq.num_prompt_tokens)
-            finished.append(seq)
+            logprobs.write(completions, starts, counts, chunk.logprobs.numpy())
+        if params.stop:  # Python per row: the text of each row's new tokens
+            check = np.flatnonzero(live)
+            tokens.bring_up_to_date([seqs[i] for i in check.tolist()], completions[check])
+            for i in check.tolist():
+                if (cut := self._stop_string_end(seqs[i], int(starts[i]))) is not None:
+                    tokens.cut(seqs[i], int(completions[i]), cut)
+                    stopped[i] = ended[i] = True
+        done = np.flatnonzero(ended)
+        finishing = [seqs[i] for i in done.tolist()]
+        tokens.bring_up_to_date(finishing, completions[done])
+        if logprobs is not None:
+            lengths = np.fromiter((len(s.token_ids) - s.num_prompt_tokens for s in finishing), np.int64,
+                                  count=len(finishing))  # fmt: skip
+            for seq, values in zip(finishing, logprobs.read(completions[done], 0 * lengths, lengths), strict=True):
+                seq.logprobs = values
+        finished.extend(finishing)
+        scheduler.finish(finishing, ["stop" if s else "length" for s in stopped[done].tolist()])
 
     def _prefill(self, seqs: list[Sequence], params: SamplingParams, base_seed: int, scheduler: Scheduler,
                  rows: DecodeRows, stop_ids: torch.Tensor | None, finished: list[Sequence],
-                 logprobs: CompletionLogprobs | None) -> None:  # fmt: skip
+                 logprobs: CompletionBuffer | None) -> None:  # fmt: skip
         """Prefill new sequences (prompts, or a preempted sequence's whole context), fork each group's children off
         its parent, sample every row's first token, and add the rows that go on to the decode rows."""
         logits = self.runner.forward(self._batch(seqs), [len(s.token_ids) for s in seqs])
@@ -294,26 +301,25 @@ class Sampler:
         ends = chunk_ends(token[:, None], state.position, state, stop_ids)
         state.record(token)
         chunk = Chunk.to_host(new_rows, lengths, info, token[:, None], ends,
-                              logprob[:, None] if params.logprobs else None)  # fmt: skip
-        self._take_chunk(chunk, params, scheduler, finished, logprobs)
-        rows.join(new_rows, state, token)
+                              logprob[:, None] if params.logprobs else None, scheduler.num_left)  # fmt: skip
+        self._take_chunk(chunk, params, scheduler, rows, finished, logprobs)
+        rows.join(new_rows, state, token, lengths + 1)
 
-    def _launch(self, rows: DecodeRows, scheduler: Scheduler, ahead: int, stop_ids: torch.Tensor | None,
+    def _launch(self, rows: DecodeRows, scheduler: Scheduler, stop_ids: torch.Tensor | None,
                 logprobs: bool) -> Chunk:  # fmt: skip
         """Start a chunk of decode steps of the decode rows on the device (the steps and blocks the scheduler
-        reserved last), `ahead` tokens past their host token lists (the tokens of the chunk still in flight, as if
-        every row went on through it), and its copy back to the host; the rows' state and last tokens move on to the
-        chunk's end on the device."""
+        reserved last), from their lengths (rows.lengths: as if every row went on through the chunk in flight, if
+        any), and its copy back to the host; the rows' state, last tokens and lengths move on to the chunk's end."""
         assert rows.seqs == scheduler.running, "the decode rows are not the scheduler's running sequences"
-        lengths = np.fromiter((len(s.token_ids) for s in rows.seqs), np.int64, count=len(rows.seqs)) + ahead
+        lengths, steps = rows.lengths.copy(), scheduler.num_steps
         start = rows.state.position - 1  # each row's last token: on the device, with or without the host's copy
-        tables = rows.device_tables(scheduler.appended)
-        inputs = DecodeInputs(input_ids=rows.last_tokens, start=start, block_tables=tables)
-        tokens, token_logprobs = self.runner.decode_steps(inputs, rows.state, scheduler.num_steps, lengths)
+        inputs = DecodeInputs(input_ids=rows.last_tokens, start=start, block_tables=rows.device_tables())
+        tokens, token_logprobs = self.runner.decode_steps(inputs, rows.state, steps, lengths)
         ends = chunk_ends(tokens, start + 1, rows.state, stop_ids)
         rows.last_tokens = tokens[:, -1]
-        return Chunk.to_host(list(rows.seqs), lengths, rows.info, tokens, ends,
-                             token_logprobs if logprobs else None)  # fmt: skip
+        rows.lengths += steps
+        return Chunk.to_host(list(rows.seqs), lengths, rows.info, tokens, ends, token_logprobs if logprobs else None,
+                             scheduler.num_left)  # fmt: skip
 
     def _look_ahead(self) -> bool:
         """Whether the next chunk is launched before the host reads the one in flight (see async_scheduling)."""
@@ -344,33 +350,34 @@ class Sampler:
         device = self.runner.device
         stop_ids = self._stop_ids(params)
         stop_ids = torch.tensor(stop_ids, dtype=torch.int64).to(device) if stop_ids else None
-        rows = DecodeRows(-(-self.max_model_len // self.block_size), device)
         max_tokens = min(params.max_tokens, self.max_model_len)
-        logprobs = CompletionLogprobs(len(prompts) * params.n, max_tokens) if params.logprobs else None
+        rows = DecodeRows(-(-self.max_model_len // self.block_size), device, len(prompts) * params.n, max_tokens)
+        logprobs = CompletionBuffer(len(prompts) * params.n, max_tokens, np.float32) if params.logprobs else None
         look_ahead = self._look_ahead()
         in_flight: Chunk | None = None  # launched, not yet read
         while in_flight is not None or scheduler.has_work():
             if in_flight is None:  # nothing on the device: admissions, preemptions and copies happen here
-                seqs = scheduler.schedule(self.decode_steps)
+                rows.keep(scheduler.running)
+                seqs = scheduler.schedule(self.decode_steps, rows)
                 self.runner.copy_blocks(bm.pending_copies)
                 bm.pending_copies.clear()
                 if not scheduler.decoding:  # the admitted sequences are the last of the running ones
-                    rows.keep(scheduler.running[: len(scheduler.running) - len(seqs)])
                     self._prefill(seqs, params, base_seed, scheduler, rows, stop_ids, finished, logprobs)
                     continue
-                rows.keep(scheduler.running)
+                rows.keep(scheduler.running)  # without the rows it preempted
                 if not seqs:  # every running sequence was preempted to make room: the next step recomputes them
                     continue
-                in_flight = self._launch(rows, scheduler, 0, stop_ids, params.logprobs)
+                in_flight = self._launch(rows, scheduler, stop_ids, params.logprobs)
             # Async scheduling: while that chunk runs, reserve blocks for the next one and launch it for the same
             # rows, as if every row went on; the host then reads the first chunk, and the rows that ended in it waste
             # their steps of the next. No look-ahead when a waiting sequence could be admitted (seats freed): the
             # host reads the chunk and prefills it.
-            following, ahead = None, in_flight.steps
-            if look_ahead and not scheduler.can_admit() and scheduler.schedule_ahead(self.decode_steps, ahead):
+            following = None
+            if look_ahead and not scheduler.can_admit():
                 rows.keep(scheduler.running)
-                following = self._launch(rows, scheduler, ahead, stop_ids, params.logprobs)
-            self._take_chunk(in_flight, params, scheduler, finished, logprobs)
+                if scheduler.schedule_ahead(self.decode_steps, rows):
+                    following = self._launch(rows, scheduler, stop_ids, params.logprobs)
+            self._take_chunk(in_flight, params, scheduler, rows, finished, logprobs)
             in_flight = following
         groups = [Group(i, list(p), []) for i, p in enumerate(prompts)]
         for seq in sorted(finished, key=lambda s: (s.prompt_index, s.child_index)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -150,22 +151,29 @@ class SamplingState:
         histories (prompt + completion token ids, read only when a row has a repetition penalty), and the lengths
         that bound their stops (default: stop ids count from the start, no length limit). One host-to-device copy per
         dtype (plus one scatter for the seen set)."""
-        top_k = [min(p.top_k, vocab) if p.top_k > 0 else 0 for p in params]
-        floats = torch.tensor([[p.temperature, p.top_p, p.min_p, p.repetition_penalty] for p in params],
-                              dtype=torch.float32).reshape(-1, 4).to(device, non_blocking=True)  # fmt: skip
-        min_lengths = [0] * len(params) if min_lengths is None else min_lengths
-        max_lengths = [NO_LENGTH_LIMIT] * len(params) if max_lengths is None else max_lengths
-        ints = torch.tensor([top_k, seeds, positions, min_lengths, max_lengths],
-                            dtype=torch.int64).reshape(5, -1).to(device, non_blocking=True)  # fmt: skip
-        penalised = any(p.repetition_penalty != 1.0 for p in params)
-        greedy = [p.temperature == 0 for p in params]
+        distinct = {id(p): p for p in params}  # a generate() call gives every row the same params
+        unique = list(distinct.values())
+        position_of = {key: i for i, key in enumerate(distinct)}
+        which = np.fromiter((position_of[id(p)] for p in params), np.int64, count=len(params)) if len(unique) > 1 \
+            else np.zeros(len(params), np.int64)  # fmt: skip
+        top_k_of = [min(p.top_k, vocab) if p.top_k > 0 else 0 for p in unique]
+        floats = np.array([[p.temperature, p.top_p, p.min_p, p.repetition_penalty] for p in unique],
+                          dtype=np.float32).reshape(-1, 4)[which]  # fmt: skip
+        ints = np.empty((5, len(params)), np.int64)
+        ints[0] = np.array(top_k_of, dtype=np.int64)[which] if unique else 0
+        ints[1], ints[2] = seeds, positions
+        ints[3] = 0 if min_lengths is None else min_lengths
+        ints[4] = NO_LENGTH_LIMIT if max_lengths is None else max_lengths
+        floats = torch.from_numpy(floats).to(device, non_blocking=True)
+        ints = torch.from_numpy(ints).to(device, non_blocking=True)
+        greedy = [p.temperature == 0 for p in unique]
         return SamplingState(
             temperature=floats[:, 0], top_p=floats[:, 1], min_p=floats[:, 2], penalty=floats[:, 3],
             top_k=ints[0], seed=ints[1], position=ints[2].clone(), min_length=ints[3], max_length=ints[4],
-            seen=seen_bitmap(history, vocab, device) if penalised else None,
-            all_greedy=all(greedy), any_greedy=any(greedy), top_k_max=max(top_k, default=0),
-            use_top_p=any(p.top_p < 1 for p in params), use_min_p=any(p.min_p > 0 for p in params),
-            unit_temperature=all(p.temperature in (0.0, 1.0) for p in params),
+            seen=seen_bitmap(history, vocab, device) if any(p.repetition_penalty != 1.0 for p in unique) else None,
+            all_greedy=all(greedy), any_greedy=any(greedy), top_k_max=max(top_k_of, default=0),
+            use_top_p=any(p.top_p < 1 for p in unique), use_min_p=any(p.min_p > 0 for p in unique),
+            unit_temperature=all(p.temperature in (0.0, 1.0) for p in unique),
         )  # fmt: skip
 
     ROWS = ("temperature", "top_k", "top_p", "min_p", "penalty", "seed", "position", "min_length", "max_length",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from r1fast.sampler.block_manager import BlockManager
 from r1fast.sampler.sequence import Sequence, Status
+
+if TYPE_CHECKING:
+    from r1fast.sampler.decode_rows import DecodeRows
 
 
 class Scheduler:
@@ -23,7 +27,8 @@ class Scheduler:
     ValueError instead of waiting forever.
 
     `running` is in admission order with each group's children right after their parent: the sampler's decode rows
-    follow this order.
+    follow this order, and a decode schedule reads the rows' lengths and block tables from them (DecodeRows: numpy
+    arrays, no Python per row) and writes the blocks it appends to their mirror.
     """
 
     def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
@@ -39,10 +44,7 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0  # prompt tokens whose K/V came from the prefix cache instead of a forward
         self.num_chunks_ahead = 0  # decode chunks scheduled while the one before was in flight (schedule_ahead)
-        # What the last decode schedule appended to the running rows' block tables: (rows [R] int64, indices into
-        # `running`; counts [R] int64; the blocks, in row order), or None when it replaced entries (a copy-on-write)
-        # or preempted (then every table is to be read again).
-        self.appended: tuple[np.ndarray, np.ndarray, list[int]] | None = None
+        self.num_left = 0  # running sequences that finished or were preempted so far
 
     def add(self, seq: Sequence) -> None:
         seq.max_length = seq.num_prompt_tokens + seq.params.max_tokens
@@ -70,9 +72,9 @@ class Scheduler:
         at = self.running.index(parent) + 1
         self.running[at:at] = children
 
-    def schedule(self, max_steps: int = 1) -> list[Sequence]:
+    def schedule(self, max_steps: int, rows: DecodeRows) -> list[Sequence]:
         """The sequences of the next forward: waiting ones to prefill (they join `running`), else all running, with
-        blocks for num_steps decode steps.
+        blocks for num_steps decode steps. rows: the decode rows, which are the running sequences (nothing in flight).
 
         A waiting sequence first takes the cached blocks of its prompt's longest cached prefix. While others run, it
         is admitted only if the pool keeps one free block per running sequence (each may need one at its next
@@ -83,17 +85,19 @@ class Scheduler:
         if scheduled:
             self.running.extend(scheduled)
             return scheduled
-        self.num_steps = self._reserve_chunk(max_steps, ahead=0)
+        self.num_steps = self._reserve_chunk(max_steps, rows, in_flight=False)
         if not self.num_steps:
-            self.num_steps, self.appended = self._preempt_for_one_step(), None
+            rows.sync()  # preemption reads the sequences' own token lists
+            self.num_steps = self._preempt_for_one_step()
+            rows.tables_replaced()
         return list(self.running)
 
-    def schedule_ahead(self, max_steps: int, ahead: int) -> int:
+    def schedule_ahead(self, max_steps: int, rows: DecodeRows) -> int:
         """Reserve blocks for the decode chunk after the one in flight, assuming that every running sequence goes on
-        through it (`ahead` tokens, on the device but not yet in token_ids): the chunk's steps, or 0 when no row has
-        tokens left past it or the pool cannot hold one more step (no preemption: that waits until the host has read
-        the chunk in flight)."""
-        steps = self._reserve_chunk(max_steps, ahead)
+        through it (rows.lengths count its tokens, which are on the device but not yet in token_ids): the chunk's
+        steps, or 0 when no row has tokens left past it or the pool cannot hold one more step (no preemption: that
+        waits until the host has read the chunk in flight)."""
+        steps = self._reserve_chunk(max_steps, rows, in_flight=True)
         if steps:
             self.num_steps = steps
             self.num_chunks_ahead += 1
@@ -131,28 +135,32 @@ class Scheduler:
             seats += self._seats(seq)
         return scheduled
 
-    def _reserve_chunk(self, max_steps: int, ahead: int) -> int:
-        """Blocks for a decode chunk of every running row, `ahead` tokens past its token_ids: the chunk's steps (a
-        power of two), or 0 when no row has a token left or one step does not fit; nothing reserved then.
+    def _reserve_chunk(self, max_steps: int, rows: DecodeRows, in_flight: bool) -> int:
+        """Blocks for a decode chunk of every running row: the chunk's steps (a power of two), or 0 when no row has a
+        token left or one step does not fit; nothing reserved then.
 
-        Vectorised over the rows (numpy), Python only for the rows that get a block: a running row has its last
-        token's K/V uncached (num_cached = len - 1), and writes the K/V of positions len - 1 + ahead onwards, one per
-        step up to its last token."""
-        running, blocks, size = self.running, self.blocks, self.blocks.block_size
-        n = len(running)
+        Vectorised over the rows (numpy, from the decode rows' arrays, which are the running sequences'), Python only
+        for the rows whose shared tail is copied: a running row of length L (rows.lengths: with the chunk in flight,
+        if any) has the K/V of its tokens before L - 1 written when the chunks launched are done, and the chunk
+        writes the K/V of positions L - 1 onwards, one per step up to its last token."""
+        blocks, size = self.blocks, self.blocks.block_size
+        n = len(self.running)
         if not n:
             return 0
-        lengths = np.fromiter((len(s.token_ids) for s in running), np.int64, count=n) + ahead
-        left = np.fromiter((s.max_length for s in running), np.int64, count=n) - lengths
+        assert len(rows.lengths) == n, "the decode rows are not the running sequences"
+        lengths = rows.lengths
+        left = rows.max_lengths - lengths
         longest = int(left.max())
         if longest < 1:
             return 0
-        have = np.fromiter((len(s.block_table) for s in running), np.int64, count=n)
+        have = rows.table_lengths
         copies = np.zeros(n, np.int64)
-        if not ahead:  # a fork's first decode writes into its shared prompt tail (the chunk in flight wrote it)
-            counts = blocks.ref_counts
-            shared = np.fromiter((counts[s.block_table[-1]] > 1 for s in running), bool, count=n)
-            copies[shared & ((lengths - 1) % size != 0)] = 1
+        if not in_flight:  # a fork's first decode writes into its shared prompt tail (the chunk in flight wrote it)
+            mid = np.flatnonzero((lengths - 1) % size != 0)  # rows whose next K/V goes into a partly filled block
+            if len(mid):
+                counts = blocks.ref_counts
+                shared = np.fromiter((counts[b] > 1 for b in rows.last_blocks(mid).tolist()), bool, count=len(mid))
+                copies[mid[shared]] = 1
         steps = 1 << (min(max_steps, longest).bit_length() - 1)  # a power of two: few CUDA graphs per batch size
         if steps < max_steps and 2 * steps - longest <= steps // 2:
             steps *= 2  # one chunk instead of several, at most a quarter of its steps past the longest row's end
@@ -165,12 +173,15 @@ class Scheduler:
                 return 0
             steps //= 2
         for i in np.flatnonzero(copies).tolist():
-            if blocks.ref_counts[running[i].block_table[-1]] > 1:  # the family's last writer keeps the shared tail
-                blocks.copy_tail(running[i])
+            if blocks.ref_counts[self.running[i].block_table[-1]] > 1:  # the family's last writer keeps the shared tail
+                blocks.copy_tail(self.running[i])
         grow = np.flatnonzero(needs - copies)
         counts = (needs - copies)[grow]
-        appended = blocks.append_blocks([running[i] for i in grow.tolist()], counts.tolist())
-        self.appended = None if copies.any() else (grow, counts, appended)
+        appended = blocks.append_blocks([self.running[i] for i in grow.tolist()], counts.tolist())
+        if copies.any():
+            rows.tables_replaced()
+        else:
+            rows.blocks_appended(grow, counts, appended)
         return steps
 
     def _preempt_for_one_step(self) -> int:
@@ -191,7 +202,9 @@ class Scheduler:
         return 1
 
     def preempt(self, seq: Sequence) -> None:
+        """Free a running sequence's blocks and put it back at the front of the queue (its token_ids up to date)."""
         self.running.remove(seq)
+        self.num_left += 1
         self.blocks.cache_full_blocks(seq, seq.num_cached)
         self.blocks.free(seq)
         seq.status = Status.WAITING
@@ -206,3 +219,4 @@ class Scheduler:
             self.blocks.free(seq)
         if seqs:
             self.running = [s for s in self.running if s.status is Status.RUNNING]
+            self.num_left += len(seqs)

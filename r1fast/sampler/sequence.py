@@ -14,9 +14,11 @@ class Status(Enum):
     FINISHED = "finished"
 
 
-@dataclass(eq=False)  # a sequence is itself: list.remove() and `in` compare identities, not token lists
+@dataclass(eq=False, slots=True)  # a sequence is itself: list.remove() and `in` compare identities, not token lists
 class Sequence:
     """token_ids = prompt + generated; the first num_cached tokens have their K/V in the blocks of block_table.
+    While it decodes, its newest tokens are in the sampler's completion buffer (DecodeRows.tokens) and token_ids
+    (with num_cached) catches up where the host reads it: stop strings, preemption, finishing.
 
     A sequence with fork > 1 is a group parent: once its prompt is prefilled, it splits into `fork` children
     that share its prompt blocks. seed: keys the noise of its draws (r1fast.sampler.sampling.sample).
