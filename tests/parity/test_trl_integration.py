@@ -16,11 +16,12 @@ from test_loss_vs_trl import (
     DATA_KEYS,
     METRIC_KEYS,
     OPTION_CASES,
-    completion_logits,
+    entropy_mask_batch,
     grads,
     make_batch,
     option_data,
     set_trl_options,
+    sharp_heads,
 )
 
 from r1fast import reference
@@ -40,60 +41,6 @@ def configure(trainer, loss_type, level, beta) -> None:
     trainer._metrics["train"].clear()
     trainer.model.train()
     trainer.model.zero_grad(set_to_none=True)
-
-
-# The entropy mask on the tiny Qwen2 (head at its init, logits std ~0.1): every token's entropy is log(V) within
-# ~1e-4, so the mask's quantile threshold sits among near-ties that the two sides' float32 rounding (~1e-6) can order
-# differently: one token more or less trains, and the loss, gradients and metrics differ with kernels that are right.
-# The entropy-mask tests therefore run on a sharper head (sharp_heads: logits std ~3 at temperature 0.7, entropies
-# spread over ~[0.1, 3.5], neighbours near the threshold ~1e-2 apart) and on a batch whose entropies stay MASK_MARGIN
-# clear of the threshold (entropy_mask_batch), so both sides train the same tokens for any seed.
-SHARP_HEAD_GAIN = 20.0
-MASK_MARGIN = 1e-4  # nats: ~100x the float32 rounding of an entropy, the two sides' only difference
-REDRAW_STRIDE, REDRAWS = 7919, 20
-
-
-@contextlib.contextmanager
-def sharp_heads(*trainers):
-    """The trainers' LM heads times SHARP_HEAD_GAIN inside the block, restored bit for bit after it (the trainers
-    are shared with other tests)."""
-    heads = [trainer.model.get_output_embeddings().weight for trainer in trainers]
-    saved = [head.detach().clone() for head in heads]
-    with torch.no_grad():
-        for head in heads:
-            head.mul_(SHARP_HEAD_GAIN)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for head, weights in zip(heads, saved, strict=True):
-                head.copy_(weights)
-
-
-def entropy_margin(trainer, batch, quantile: float, other: torch.Tensor | None = None) -> float:
-    """How far (float64) TRL's entropy-mask threshold (the 1 - quantile quantile of the completion tokens' entropies,
-    with `other`: another process's) lies from the nearest entropy other than the threshold itself: while the two
-    sides' entropies differ by less, they keep the same tokens."""
-    with torch.no_grad():
-        logits = completion_logits(trainer.model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
-                                   batch["completion_mask"]).double() / trainer.temperature  # fmt: skip
-    entropies = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)[batch["completion_mask"].bool()]
-    if other is not None:
-        entropies = torch.cat([entropies, other.double()])
-    distance = (entropies - torch.quantile(entropies, 1.0 - quantile)).abs()
-    return distance[distance > 0].min().item()
-
-
-def entropy_mask_batch(trainer, seed: int, quantile: float, other: torch.Tensor | None = None) -> tuple[dict, int]:
-    """make_batch(trainer.model, seed) or, where an entropy lies within MASK_MARGIN of the entropy mask's threshold
-    (a near-tie: ~1% of batches on the sharp head), the first batch of seed + REDRAW_STRIDE * k (k = 1, 2, ...) clear
-    of it; returns it and its seed."""
-    for s in range(seed, seed + REDRAWS * REDRAW_STRIDE, REDRAW_STRIDE):
-        batch = make_batch(trainer.model, s)
-        if entropy_margin(trainer, batch, quantile, other) > MASK_MARGIN:
-            return batch, s
-    raise AssertionError(f"no batch of seeds {seed} + {REDRAW_STRIDE} k has its entropies {MASK_MARGIN} clear of the "
-                         f"entropy mask's threshold")  # fmt: skip
 
 
 def assert_equals_trl(trl_trainer, ours, loss_type, level, beta, seed, options=None, kind=None, other=None):
@@ -206,7 +153,7 @@ def test_adaptive_entropy_bonus_equals_trl(make_trainer, backend, entropy_target
     trl_trainer = make_trainer(temperature=0.7)
     ours = make_trainer(trainer_class=R1FastGRPOTrainer, temperature=0.7)
     ours.r1fast_loss_backend, ours._warned_fallback = backend, False
-    # With the entropy mask: on sharp heads and entropy_mask_batches (see MASK_MARGIN).
+    # With the entropy mask: on sharp heads and entropy_mask_batches (see MASK_MARGIN in test_loss_vs_trl).
     masked = quantile < 1.0
     with sharp_heads(trl_trainer, ours) if masked else contextlib.nullcontext():
         batches = [entropy_mask_batch(trl_trainer, seed + k, quantile)[0] if masked else
