@@ -260,9 +260,8 @@ class Sampler:
         done = np.flatnonzero(ended)
         finishing = [seqs[i] for i in done.tolist()]
         tokens.bring_up_to_date(finishing, completions[done])
-        if logprobs is not None:
-            lengths = np.fromiter((len(s.token_ids) - s.num_prompt_tokens for s in finishing), np.int64,
-                                  count=len(finishing))  # fmt: skip
+        if logprobs is not None:  # a finished completion's length: the tokens its buffer holds (after any cut)
+            lengths = tokens.filled[completions[done]]
             for seq, values in zip(finishing, logprobs.read(completions[done], 0 * lengths, lengths), strict=True):
                 seq.logprobs = values
         finished.extend(finishing)
